@@ -1,0 +1,44 @@
+"""modular: a small application container with modules, services, layered config and tenants."""
+
+import logging
+
+from .application import Application
+from .config import deep_merge, load_settings, normalize_key, validate_section
+from .errors import (
+    ConfigError,
+    DependencyError,
+    FieldError,
+    LifecycleError,
+    ModularError,
+    ServiceNotFoundError,
+)
+from .module import Module, ServiceDependency, ServiceProvider
+from .observer import CloudEvent, Observer
+from .services import ServiceRegistry
+from .tenants import TenantService, current_tenant, tenant_context, validate_tenant_id
+
+logging.getLogger("modular").addHandler(logging.NullHandler())
+
+__all__ = [
+    "Application",
+    "CloudEvent",
+    "ConfigError",
+    "DependencyError",
+    "FieldError",
+    "LifecycleError",
+    "ModularError",
+    "Module",
+    "Observer",
+    "ServiceDependency",
+    "ServiceNotFoundError",
+    "ServiceProvider",
+    "ServiceRegistry",
+    "TenantService",
+    "current_tenant",
+    "deep_merge",
+    "load_settings",
+    "normalize_key",
+    "tenant_context",
+    "validate_section",
+    "validate_tenant_id",
+]

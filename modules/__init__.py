@@ -1,0 +1,1 @@
+"""Modules for the :mod:`modular` application container."""

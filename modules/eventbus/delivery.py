@@ -1,0 +1,479 @@
+"""THE local fan-out, shared by every engine.
+
+An engine hands each event it has (published locally, or received from its broker) to its
+:class:`Dispatcher`, which finds the matching subscriptions and queues the event for each:
+
+- an ordered subscription (``subscribe``) has its own bounded mailbox, drained by one task,
+  so its handler sees events one at a time and in order;
+- async subscriptions (``subscribe_async``) share one bounded mailbox drained by a pool of
+  ``worker_count`` workers, so handlers run concurrently.
+
+When a mailbox is full the policy decides: ``drop`` (after yielding once, so that consumers
+that are merely waiting for the CPU can catch up), ``block`` until there is room, or
+``timeout``: block at most ``block_timeout`` seconds, then drop. ``rotate`` starts each
+fan-out at the next subscriber, so under pressure no subscriber is always served last.
+
+Handlers run inside the publisher's ``contextvars.Context`` (tenant, tracing ids). A handler
+that raises is logged, counted and reported; its subscription and the workers keep going.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import types
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from .event import Event, Subscription
+
+logger = logging.getLogger("modules.eventbus.delivery")
+
+
+class DeliveryMode(StrEnum):
+    DROP = "drop"
+    BLOCK = "block"
+    TIMEOUT = "timeout"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPolicy:
+    buffer_size: int = 10
+    mode: DeliveryMode = DeliveryMode.DROP
+    block_timeout: float = 0.0
+    rotate: bool = True
+    worker_count: int = 5
+    queue_size: int = 1000
+
+
+class DeliveryStats:
+    """Counters of one engine. ``delivered`` = a handler ran (and finished, well or not);
+    ``dropped`` = an event could not be queued or was left at shutdown; ``failed`` counts the
+    delivered events whose handler raised; ``decode_errors`` the broker messages that were not
+    valid events (not drops); ``reconnects`` the broker connections re-established."""
+
+    __slots__ = ("decode_errors", "delivered", "dropped", "failed", "reconnects")
+
+    def __init__(
+        self,
+        delivered: int = 0,
+        dropped: int = 0,
+        failed: int = 0,
+        decode_errors: int = 0,
+        reconnects: int = 0,
+    ) -> None:
+        self.delivered = delivered
+        self.dropped = dropped
+        self.failed = failed
+        self.decode_errors = decode_errors
+        self.reconnects = reconnects
+
+    def snapshot(self) -> DeliveryStats:
+        return DeliveryStats(
+            self.delivered, self.dropped, self.failed, self.decode_errors, self.reconnects
+        )
+
+    def __add__(self, other: DeliveryStats) -> DeliveryStats:
+        return DeliveryStats(
+            self.delivered + other.delivered,
+            self.dropped + other.dropped,
+            self.failed + other.failed,
+            self.decode_errors + other.decode_errors,
+            self.reconnects + other.reconnects,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DeliveryStats) and self.as_dict() == other.as_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in sorted(self.__slots__)}
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v}" for k, v in self.as_dict().items())
+        return f"DeliveryStats({fields})"
+
+
+class DeliveryHooks(Protocol):
+    """What the bus wants to hear about deliveries (observer events)."""
+
+    def received(self, sub: Subscription, event: Event) -> None: ...
+    def failed(self, sub: Subscription, event: Event, error: BaseException) -> None: ...
+
+
+class Settlement:
+    """Calls ``callback`` once every local delivery of one event has settled (handled, failed
+    or dropped by policy). Broker engines acknowledge a message with it; deliveries still
+    queued at shutdown never settle, so their message is redelivered."""
+
+    __slots__ = ("callback", "remaining")
+
+    def __init__(self, remaining: int, callback: Callable[[], None]) -> None:
+        self.remaining = remaining
+        self.callback = callback
+
+    def settle(self) -> None:
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.callback()
+
+
+# (subscription, event, publisher context, settlement or None)
+_Item = tuple[Subscription, Event, contextvars.Context, Settlement | None]
+
+
+class Mailbox:
+    """A bounded FIFO with awaitable get and awaitable room; cheaper than asyncio.Queue.
+
+    Once closed, ``get`` returns None and ``room`` returns at once, so that consumers end and
+    blocked publishers give up.
+    """
+
+    __slots__ = ("capacity", "closed", "getters", "items", "putters")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.closed = False
+        self.items: deque[_Item] = deque()
+        self.getters: deque[asyncio.Future[None]] = deque()
+        self.putters: deque[asyncio.Future[None]] = deque()
+
+    def offer(self, item: _Item) -> bool:
+        if len(self.items) >= self.capacity or self.closed:
+            return False
+        self.items.append(item)
+        if self.getters:
+            _wake(self.getters)
+        return True
+
+    async def get(self) -> _Item | None:
+        while not self.items:
+            if self.closed:
+                return None
+            waiter = asyncio.get_running_loop().create_future()
+            self.getters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self.getters:
+                    self.getters.remove(waiter)
+        item = self.items.popleft()
+        if self.putters:
+            _wake(self.putters)
+        return item
+
+    async def room(self) -> None:
+        """Wait until an item was taken out (there may be room now) or the mailbox closed."""
+        if self.closed:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self.putters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if waiter in self.putters:
+                self.putters.remove(waiter)
+            elif self.putters and len(self.items) < self.capacity:
+                _wake(self.putters)  # pass on a wake-up we can no longer use
+
+    def close(self) -> None:
+        self.closed = True
+        for waiters in (self.getters, self.putters):
+            while waiters:
+                _wake(waiters)
+
+
+def _wake(waiters: deque[asyncio.Future[None]]) -> None:
+    while waiters:
+        waiter = waiters.popleft()
+        if not waiter.done():
+            waiter.set_result(None)
+            return
+
+
+async def run_in_context(coro: Coroutine[Any, Any, Any], ctx: contextvars.Context) -> None:
+    """Await ``coro`` with every step inside ``ctx``, as a Task created in ``ctx`` would.
+
+    A task per event would cost several microseconds; stepping the coroutine here costs
+    almost nothing for a handler that completes without suspending, the common case.
+    """
+    send_value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            if error is None:
+                yielded = ctx.run(coro.send, send_value)
+            else:
+                yielded = ctx.run(coro.throw, error)
+        except StopIteration:
+            return
+        send_value, error = None, None
+        try:
+            if yielded is None:  # a bare yield, as in asyncio.sleep(0)
+                await asyncio.sleep(0)
+            else:
+                yielded._asyncio_future_blocking = False
+                send_value = await yielded
+        except BaseException as exc:  # handed to the coroutine, as a Task would
+            error = exc
+
+
+async def call_handler(
+    sub: Subscription, event: Event, ctx: contextvars.Context
+) -> Exception | None:
+    """Run ``sub``'s handler on ``event`` inside ``ctx``; return what it raised, if anything.
+
+    A ``payload_type`` subscription gets the payload validated into its model first; a payload
+    that does not validate is returned as the failure and the handler never sees it.
+    """
+    try:
+        if sub.payload_type is not None:
+            event = event._replace(payload=sub.payload_type.model_validate(event.payload))
+        result = ctx.run(sub.handler, event)
+        if type(result) is types.CoroutineType:
+            await run_in_context(result, ctx)
+        elif result is not None:
+            await result
+    except Exception as exc:
+        return exc
+    return None
+
+
+def report_failure(
+    sub: Subscription,
+    event: Event,
+    error: Exception,
+    engine: str,
+    hooks: DeliveryHooks | None,
+) -> None:
+    logger.warning(
+        "handler of subscription %s failed on topic %s (engine %s): %s: %s",
+        sub.id,
+        event.topic,
+        engine,
+        type(error).__name__,
+        error,
+        exc_info=error if logger.isEnabledFor(logging.DEBUG) else None,
+    )
+    if hooks is not None:
+        hooks.failed(sub, event, error)
+
+
+class Dispatcher:
+    """Subscriptions of one engine and the delivery of events to them."""
+
+    def __init__(
+        self,
+        engine: str,
+        policy: DeliveryPolicy,
+        stats: DeliveryStats | None = None,
+        hooks: DeliveryHooks | None = None,
+    ) -> None:
+        from .topics import TopicIndex
+
+        self.engine = engine
+        self.policy = policy
+        self.stats = stats or DeliveryStats()
+        self.hooks = hooks
+        self.subscriptions: TopicIndex[Subscription] = TopicIndex()
+        self._mailboxes: dict[Subscription, Mailbox] = {}
+        self._drainers: dict[Subscription, asyncio.Task[None]] = {}
+        self._pool = Mailbox(policy.queue_size)
+        self._workers: list[asyncio.Task[None]] = []
+        self._turn = 0
+        self._pending = 0  # queued or running deliveries
+        self._idle: asyncio.Event | None = None
+        self._running: dict[asyncio.Task[Any], _Item] = {}
+
+    # --- subscriptions ------------------------------------------------------------------
+
+    def add(self, sub: Subscription) -> None:
+        if sub.is_async:
+            self._ensure_workers()
+        else:
+            mailbox = Mailbox(self.policy.buffer_size)
+            self._mailboxes[sub] = mailbox
+            task = asyncio.get_running_loop().create_task(self._drain(mailbox))
+            self._drainers[sub] = task
+        self.subscriptions.add(sub.topic, sub)
+
+    def remove(self, sub: Subscription) -> bool:
+        """Stop delivering to ``sub``; what is still queued for it is dropped."""
+        if not self.subscriptions.remove(sub.topic, sub):
+            return False
+        mailbox = self._mailboxes.pop(sub, None)
+        self._drainers.pop(sub, None)
+        if mailbox is not None:  # its drainer ends after the event it may be handling
+            mailbox.close()
+            while mailbox.items:
+                self._drop(mailbox.items.popleft())
+        return True
+
+    def subscriber_count(self, topic: str) -> int:
+        return len(self.subscriptions.resolve(topic))
+
+    def topics(self) -> list[str]:
+        return self.subscriptions.patterns()
+
+    # --- dispatch -----------------------------------------------------------------------
+
+    async def dispatch(self, event: Event, settlement: Callable[[], None] | None = None) -> int:
+        """Queue ``event`` for every matching subscription of its tenant; returns how many.
+
+        ``settlement`` is called once all of them settled (immediately when there are none).
+        """
+        subs = self.subscriptions.resolve(event.topic)
+        tenant = event.tenant
+        targets = [s for s in subs if s.tenant == tenant or (s.all_tenants and s.tenant is None)]
+        count = len(targets)
+        if not count:
+            if settlement is not None:
+                settlement()
+            return 0
+        ctx = contextvars.copy_context()
+        settle = Settlement(count, settlement) if settlement is not None else None
+        start = 0
+        if count > 1 and self.policy.rotate:
+            start = self._turn % count
+            self._turn += 1
+        for i in range(count):
+            sub = targets[(start + i) % count]
+            mailbox = self._pool if sub.is_async else self._mailboxes.get(sub)
+            if mailbox is None:  # removed meanwhile
+                if settle is not None:
+                    settle.settle()
+                continue
+            item = (sub, event, ctx, settle)
+            self._pending += 1
+            if not mailbox.offer(item):
+                await self._offer_full(mailbox, item)
+        return count
+
+    async def _offer_full(self, mailbox: Mailbox, item: _Item) -> None:
+        mode = self.policy.mode
+        if mode is DeliveryMode.DROP:
+            await asyncio.sleep(0)  # consumers ready to run get the CPU before we decide
+            if mailbox.offer(item):
+                return
+        elif mode is DeliveryMode.BLOCK:
+            if await self._wait_for_room(mailbox, item):
+                return
+        else:
+            try:
+                async with asyncio.timeout(self.policy.block_timeout):
+                    if await self._wait_for_room(mailbox, item):
+                        return
+            except TimeoutError:
+                pass
+        self._drop(item)
+
+    @staticmethod
+    async def _wait_for_room(mailbox: Mailbox, item: _Item) -> bool:
+        while not mailbox.offer(item):
+            if mailbox.closed:
+                return False
+            await mailbox.room()
+        return True
+
+    # --- consumers ----------------------------------------------------------------------
+
+    def _ensure_workers(self) -> None:
+        if not self._workers:
+            loop = asyncio.get_running_loop()
+            self._workers = [
+                loop.create_task(self._work()) for _ in range(self.policy.worker_count)
+            ]
+
+    async def _drain(self, mailbox: Mailbox) -> None:
+        while (item := await mailbox.get()) is not None:
+            await self._deliver(item)
+
+    async def _work(self) -> None:
+        while (item := await self._pool.get()) is not None:
+            await self._deliver(item)
+
+    async def _deliver(self, item: _Item) -> None:
+        sub, event, ctx, settle = item
+        task = asyncio.current_task()
+        assert task is not None
+        self._running[task] = item
+        try:
+            error = await call_handler(sub, event, ctx)
+        except asyncio.CancelledError:
+            # Stopped mid-handler at shutdown: a drop, and never settled (a broker redelivers).
+            del self._running[task]
+            self.stats.dropped += 1
+            self._done()
+            raise
+        del self._running[task]
+        self.stats.delivered += 1
+        if error is not None:
+            self.stats.failed += 1
+            report_failure(sub, event, error, self.engine, self.hooks)
+        elif self.hooks is not None:
+            self.hooks.received(sub, event)
+        if settle is not None:
+            settle.settle()
+        self._done()
+
+    def _drop(self, item: _Item) -> None:
+        self.stats.dropped += 1
+        settle = item[3]
+        if settle is not None:
+            settle.settle()
+        self._done()
+
+    def _done(self) -> None:
+        self._pending -= 1
+        if self._pending == 0 and self._idle is not None:
+            self._idle.set()
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """Deliveries queued or running."""
+        return self._pending
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for every queued delivery to finish."""
+        if self._pending == 0:
+            return True
+        self._idle = asyncio.Event()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._idle = None
+
+    async def close(self, timeout: float) -> None:
+        """Drain up to ``timeout``, then cancel what is left (counted as dropped, never
+        settled) and forget every subscription."""
+        await self.drain(timeout)
+        mailboxes = [*self._mailboxes.values(), self._pool]
+        for mailbox in mailboxes:
+            left = len(mailbox.items)
+            mailbox.items.clear()
+            mailbox.close()
+            self.stats.dropped += left
+            self._pending -= left
+        tasks = [*self._drainers.values(), *self._workers]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._mailboxes.clear()
+        self._drainers.clear()
+        self._workers = []
+        self._pool = Mailbox(self.policy.queue_size)
+        self.subscriptions.clear()
+
+    def subscriptions_list(self) -> list[Subscription]:
+        return list(self.subscriptions.items())

@@ -1,0 +1,109 @@
+"""The engine contract, and a base for engines that fan out locally through a Dispatcher."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..config import EngineConfig
+from ..delivery import DeliveryHooks, DeliveryStats, Dispatcher
+from ..event import Event, Subscription
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What an engine guarantees; tests and users decide by these, never by engine type."""
+
+    patterns: bool = True  # wildcard subscriptions
+    ordering: bool = True  # ordered delivery per subscription and topic
+    durability: bool = False  # events survive a restart of this process
+    cross_process: bool = False  # other processes' subscribers receive the events
+
+
+class Engine(ABC):
+    """One event transport. The bus routes each topic to exactly one engine.
+
+    ``publish`` returns once the event is handed over (queued locally, or acknowledged by the
+    broker). ``subscribe`` returns once the subscription is live. ``stop(timeout)`` drains
+    for at most ``timeout`` seconds and forgets every subscription; ``start`` may follow.
+    """
+
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    config_model: ClassVar[type[EngineConfig]] = EngineConfig
+
+    def __init__(self, name: str, config: EngineConfig) -> None:
+        self.name = name
+        self.config = config
+        self.hooks: DeliveryHooks | None = None
+        self.source = "eventbus"  # the CloudEvents ``source`` of events put on a wire
+
+    def attach(self, hooks: DeliveryHooks | None, source: str) -> None:
+        """Called by the bus before ``start``: where to report deliveries, and its source."""
+        self.hooks = hooks
+        self.source = source
+
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def stop(self, timeout: float) -> None: ...
+
+    @abstractmethod
+    async def publish(self, event: Event) -> None: ...
+
+    @abstractmethod
+    async def subscribe(self, sub: Subscription) -> None: ...
+
+    @abstractmethod
+    async def unsubscribe(self, sub: Subscription) -> None: ...
+
+    @abstractmethod
+    def topics(self) -> list[str]: ...
+
+    @abstractmethod
+    def subscriber_count(self, topic: str) -> int: ...
+
+    @abstractmethod
+    def stats(self) -> DeliveryStats: ...
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+class FanoutEngine(Engine):
+    """An engine whose subscriptions live in a local :class:`Dispatcher`.
+
+    Subclasses implement ``publish`` (and a broker engine its receiving side, which hands what
+    it receives to ``self.dispatcher.dispatch``); subscriptions, delivery policy, stats and
+    shutdown draining come from here.
+    """
+
+    def __init__(self, name: str, config: EngineConfig) -> None:
+        super().__init__(name, config)
+        self.dispatcher = Dispatcher(name, config.delivery_policy())
+
+    def attach(self, hooks: DeliveryHooks | None, source: str) -> None:
+        super().attach(hooks, source)
+        self.dispatcher.hooks = hooks
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self, timeout: float) -> None:
+        await self.dispatcher.close(timeout)
+
+    async def subscribe(self, sub: Subscription) -> None:
+        self.dispatcher.add(sub)
+
+    async def unsubscribe(self, sub: Subscription) -> None:
+        self.dispatcher.remove(sub)
+
+    def topics(self) -> list[str]:
+        return self.dispatcher.topics()
+
+    def subscriber_count(self, topic: str) -> int:
+        return self.dispatcher.subscriber_count(topic)
+
+    def stats(self) -> DeliveryStats:
+        return self.dispatcher.stats.snapshot()

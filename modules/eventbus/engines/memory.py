@@ -1,0 +1,19 @@
+"""The in-process engine: publish hands the event straight to the local fan-out."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from ..event import Event
+from .base import Capabilities, FanoutEngine
+
+
+class MemoryEngine(FanoutEngine):
+    """Bounded, ordered per subscription, in this process only."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        patterns=True, ordering=True, durability=False, cross_process=False
+    )
+
+    async def publish(self, event: Event) -> None:
+        await self.dispatcher.dispatch(event)

@@ -1,0 +1,141 @@
+"""The event record and the subscription handle."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+EMPTY_METADATA: Mapping[str, str] = MappingProxyType({})
+
+
+def _new_id_prefix() -> str:
+    return os.urandom(6).hex() + "-"
+
+
+# Ids are a random per-process prefix plus a counter: unique across processes, and about
+# 15x cheaper than str(uuid4()) on the publish path. A forked child draws a new prefix.
+_id_prefix = _new_id_prefix()
+_id_counter = itertools.count(1)
+
+
+def _reset_ids_after_fork() -> None:
+    global _id_prefix, _id_counter
+    _id_prefix = _new_id_prefix()
+    _id_counter = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_reset_ids_after_fork)
+
+
+def new_event_id() -> str:
+    return f"{_id_prefix}{next(_id_counter)}"
+
+
+class Event(NamedTuple):
+    """One published event. Immutable; built on the hot path, so a tuple, not a dataclass.
+
+    ``timestamp`` is seconds since the epoch; ``created_at`` is the same instant as an aware
+    UTC datetime. Two events are equal when their ids are.
+    """
+
+    id: str
+    topic: str
+    payload: Any
+    metadata: Mapping[str, str]
+    timestamp: float
+    source: str
+    tenant: str | None = None
+    partition_key: str | None = None
+
+    @property
+    def created_at(self) -> datetime:
+        return datetime.fromtimestamp(self.timestamp, UTC)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Event) and tuple.__getitem__(other, 0) == self.id
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __repr__(self) -> str:
+        tenant = f" tenant={self.tenant!r}" if self.tenant is not None else ""
+        return f"Event(id={self.id!r}, topic={self.topic!r}{tenant}, payload={self.payload!r})"
+
+
+Handler = Callable[[Event], Awaitable[None] | None]
+
+
+class Subscription:
+    """A live subscription. ``cancel()`` (or ``bus.unsubscribe``) ends it; both are idempotent.
+
+    ``topic`` is the exact topic or pattern subscribed to; ``engine`` the engine its topic
+    routes to, ``engines`` every engine it listens on (a pattern may span several).
+    """
+
+    __slots__ = (
+        "_cancel",
+        "active",
+        "all_tenants",
+        "engine",
+        "engines",
+        "handler",
+        "id",
+        "is_async",
+        "payload_type",
+        "tenant",
+        "topic",
+    )
+
+    def __init__(
+        self,
+        id: str,
+        topic: str,
+        handler: Handler,
+        *,
+        is_async: bool,
+        tenant: str | None = None,
+        all_tenants: bool = False,
+        payload_type: type[BaseModel] | None = None,
+        engine: str = "",
+        cancel: Callable[[Subscription], Awaitable[None]] | None = None,
+    ) -> None:
+        self.id = id
+        self.topic = topic
+        self.handler = handler
+        self.is_async = is_async
+        self.tenant = tenant
+        self.all_tenants = all_tenants
+        self.payload_type = payload_type
+        self.engine = engine
+        self.engines: tuple[str, ...] = (engine,) if engine else ()
+        self.active = True
+        self._cancel = cancel
+
+    def accepts(self, tenant: str | None) -> bool:
+        """Whether an event of ``tenant`` is for this subscription (tenant isolation)."""
+        return self.tenant == tenant or (self.all_tenants and self.tenant is None)
+
+    async def cancel(self) -> None:
+        if self.active and self._cancel is not None:
+            await self._cancel(self)
+        self.active = False
+
+    def __repr__(self) -> str:
+        kind = "async" if self.is_async else "ordered"
+        tenant = f" tenant={self.tenant!r}" if self.tenant else ""
+        return f"<Subscription {self.id} {self.topic!r} {kind} engine={self.engine!r}{tenant}>"
+
+
+def describe(metadata: Mapping[str, str] | None) -> Mapping[str, str]:
+    """Metadata frozen for an event; the shared empty mapping when there is none."""
+    return MappingProxyType(dict(metadata)) if metadata else EMPTY_METADATA

@@ -1,0 +1,147 @@
+"""Topic names and THE topic-pattern matcher, used by the router and by every engine.
+
+A topic is ``[A-Za-z0-9._-]+`` (Kafka's legal characters, so one topic is valid on every
+engine), at most 200 characters, not starting with ``__`` (reserved for the bus). A pattern is
+a topic, or a topic prefix followed by ``*``: ``user.*`` matches ``user.a`` and ``user.a.b``
+but not ``user``; ``*`` alone matches every topic.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+MAX_TOPIC_LENGTH = 200
+MAX_TENANT_LENGTH = 40
+_TOPIC = re.compile(r"[A-Za-z0-9._-]+")
+_TENANT = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def validate_topic(topic: object) -> str:
+    """A topic to publish to; ValueError naming what is wrong otherwise."""
+    if not isinstance(topic, str) or not topic:
+        raise ValueError(f"topic must be a non-empty string, got {topic!r}")
+    if len(topic) > MAX_TOPIC_LENGTH:
+        raise ValueError(f"topic {topic[:40]!r}... is longer than {MAX_TOPIC_LENGTH} characters")
+    if topic.startswith("__"):
+        raise ValueError(f"topic {topic!r} starts with '__', which is reserved for the bus")
+    if not _TOPIC.fullmatch(topic):
+        raise ValueError(
+            f"invalid topic {topic!r}: only letters, digits, '.', '_' and '-' are allowed"
+        )
+    return topic
+
+
+def validate_pattern(pattern: object) -> str:
+    """A topic or pattern to subscribe to; ``*`` is allowed only as the last character."""
+    if pattern == "*":
+        return "*"
+    if isinstance(pattern, str) and pattern.endswith("*"):
+        prefix = pattern[:-1]
+        if "*" in prefix:
+            raise ValueError(f"invalid pattern {pattern!r}: '*' may only be the last character")
+        try:
+            validate_topic(prefix)
+        except ValueError as exc:
+            raise ValueError(f"invalid pattern {pattern!r}: {exc}") from None
+        return pattern
+    if isinstance(pattern, str) and "*" in pattern:
+        raise ValueError(f"invalid pattern {pattern!r}: '*' may only be the last character")
+    return validate_topic(pattern)
+
+
+def validate_tenant(tenant: object) -> str:
+    if (
+        not isinstance(tenant, str)
+        or not _TENANT.fullmatch(tenant)
+        or len(tenant) > MAX_TENANT_LENGTH
+    ):
+        raise ValueError(
+            f"invalid tenant id {tenant!r} for the bus: use 1-{MAX_TENANT_LENGTH} letters, "
+            "digits, '_' or '-'"
+        )
+    return tenant
+
+
+def is_pattern(pattern: str) -> bool:
+    return pattern.endswith("*")
+
+
+def matches(pattern: str, topic: str) -> bool:
+    """Whether ``topic`` matches ``pattern`` (an exact topic or a ``prefix*`` pattern)."""
+    if pattern.endswith("*"):
+        return topic.startswith(pattern[:-1]) and len(topic) > len(pattern) - 1
+    return pattern == topic
+
+
+def overlaps(a: str, b: str) -> bool:
+    """Whether some topic matches both patterns."""
+    if is_pattern(a) and is_pattern(b):
+        return a[:-1].startswith(b[:-1]) or b[:-1].startswith(a[:-1])
+    if is_pattern(a):
+        return matches(a, b)
+    return matches(b, a)
+
+
+class TopicIndex(Generic[T]):
+    """Items filed under patterns, resolved by topic through a cache.
+
+    ``resolve(topic)`` is the hot path of every publish: it answers from a dict and scans the
+    patterns only the first time a topic is seen after a change. The cache is bounded so that
+    a stream of distinct topics cannot grow it without limit.
+    """
+
+    CACHE_LIMIT = 10_000
+
+    def __init__(self) -> None:
+        # pattern -> {item: insertion number}; resolve() returns items in insertion order
+        self._by_pattern: dict[str, dict[T, int]] = {}
+        self._cache: dict[str, tuple[T, ...]] = {}
+        self._added = itertools.count()
+
+    def add(self, pattern: str, item: T) -> None:
+        self._by_pattern.setdefault(pattern, {})[item] = next(self._added)
+        self._cache.clear()
+
+    def remove(self, pattern: str, item: T) -> bool:
+        items = self._by_pattern.get(pattern)
+        if not items or items.pop(item, None) is None:
+            return False
+        if not items:
+            del self._by_pattern[pattern]
+        self._cache.clear()
+        return True
+
+    def resolve(self, topic: str) -> tuple[T, ...]:
+        found = self._cache.get(topic)
+        if found is None:
+            ranked = [
+                (rank, item)
+                for pattern, items in self._by_pattern.items()
+                if matches(pattern, topic)
+                for item, rank in items.items()
+            ]
+            ranked.sort(key=lambda pair: pair[0])
+            found = tuple(item for _, item in ranked)
+            if len(self._cache) >= self.CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[topic] = found
+        return found
+
+    def patterns(self) -> list[str]:
+        return list(self._by_pattern)
+
+    def items(self) -> Iterable[T]:
+        for items in self._by_pattern.values():
+            yield from items
+
+    def clear(self) -> None:
+        self._by_pattern.clear()
+        self._cache.clear()
+
+    def __len__(self) -> int:
+        return sum(len(items) for items in self._by_pattern.values())
