@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum |
 .PHONY: demo test lint typecheck unit bdd services services-stop bench clean
 
 demo: $(STAMP)
-	$(BIN)/python -m examples.container_tour
+	$(BIN)/python -m examples.multi_engine_eventbus
 
 test: $(STAMP) services
 	$(BIN)/ruff check .

@@ -137,6 +137,7 @@ class Application:
         self._configs.update(configs)
         order = self._resolve_order()
         for module in order:
+            self._check_required_services(module)
             try:
                 await module.init(self)
             except Exception as exc:
@@ -224,8 +225,8 @@ class Application:
     def _resolve_order(self) -> list[Module]:
         providers: dict[str, str] = {}
         for module in self._modules.values():
-            for provided in module.provides_services():
-                providers[provided.name] = module.module_name
+            for provided in _declared_services(module):
+                providers[provided] = module.module_name
         edges: dict[str, set[str]] = {name: set() for name in self._modules}
         for name, module in self._modules.items():
             for dep in module.dependencies:
@@ -247,6 +248,24 @@ class Application:
                 order.append(n)
                 del remaining[n]
         return [self._modules[n] for n in order]
+
+    def _check_required_services(self, module: Module) -> None:
+        for required in module.requires_services():
+            if required.name not in self.services:
+                if required.required:
+                    raise DependencyError(
+                        f"module {module.module_name!r} requires service {required.name!r}, "
+                        "which was not registered by the modules initialised before it"
+                    )
+                continue
+            if required.expected_type is not None:
+                instance = self.services.get(required.name)
+                if not isinstance(instance, required.expected_type):
+                    raise DependencyError(
+                        f"module {module.module_name!r} requires service {required.name!r} "
+                        f"of type {required.expected_type.__qualname__}, "
+                        f"but it is a {type(instance).__qualname__}"
+                    )
 
     def _service_edge(
         self, module: str, required: ServiceDependency, providers: dict[str, str]
@@ -284,6 +303,19 @@ class Application:
             return
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _declared_services(module: Module) -> list[str]:
+    """Names of the services ``module`` will provide, for ordering before its ``init()``.
+
+    A module that builds its services in ``init()`` may not be able to list them yet; it is
+    then ordered by its declared ``dependencies`` only.
+    """
+    try:
+        return [provided.name for provided in module.provides_services()]
+    except Exception:  # attributes set by init() are not there yet
+        logger.debug("services of module %s are known only after init()", module.module_name)
+        return []
 
 
 def _find_cycle(edges: dict[str, set[str]]) -> list[str]:

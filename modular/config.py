@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretBytes, SecretStr, ValidationError
 
 from .errors import ConfigError, FieldError
 
@@ -139,17 +139,6 @@ def load_file(path: str | os.PathLike[str], environment: str = "development") ->
 # --- validation -------------------------------------------------------------------------
 
 
-def _models_in(annotation: Any) -> type[BaseModel] | None:
-    """The pydantic model inside ``annotation`` (``Model``, ``list[Model]``, ``Model | None``)."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in typing.get_args(annotation):
-        found = _models_in(arg)
-        if found is not None:
-            return found
-    return None
-
-
 def _format_path(path: str, loc: Iterable[int | str]) -> str:
     out = path
     for part in loc:
@@ -157,11 +146,36 @@ def _format_path(path: str, loc: Iterable[int | str]) -> str:
     return out
 
 
-def canonical_keys(model: type[BaseModel], data: Any, path: str) -> Any:
-    """``data`` with its keys renamed to ``model``'s field names, recursively.
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
 
-    An unknown key raises ConfigError naming it and the closest known key, unless the model
-    accepts extra keys.
+
+def _canonical_value(annotation: Any, value: Any, path: str) -> Any:
+    """``value`` with the keys of every model inside it canonicalised, following
+    ``annotation`` through ``Model``, ``list[...]``, ``dict[str, ...]`` and unions."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return canonical_keys(annotation, value, path)
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (list, tuple, set, frozenset) and args and isinstance(value, list | tuple):
+        return [_canonical_value(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict and len(args) == 2 and isinstance(value, Mapping):
+        return {k: _canonical_value(args[1], v, f"{path}.{k}") for k, v in value.items()}
+    if args and origin is not None and origin not in (list, tuple, set, frozenset, dict):
+        # a union (``Model | None``) or an Annotated type: the first model-bearing member
+        for arg in args:
+            converted = _canonical_value(arg, value, path)
+            if converted is not value:
+                return converted
+    return value
+
+
+def canonical_keys(model: type[BaseModel], data: Any, path: str) -> Any:
+    """``data`` with its keys renamed to what ``model`` accepts, recursively.
+
+    Keys match a field's name or alias whatever their case or underscores. An unknown key
+    raises ConfigError naming it and the closest known key, unless the model accepts extra
+    keys.
     """
     if not isinstance(data, Mapping):
         return data
@@ -178,23 +192,25 @@ def canonical_keys(model: type[BaseModel], data: Any, path: str) -> Any:
             if allow_extra:
                 out[str(key)] = value
                 continue
-            known = list(model.model_fields)
-            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6) or (
-                difflib.get_close_matches(normalize_key(key), by_normal, n=1, cutoff=0.6)
-            )
-            hint = f"; did you mean {by_normal.get(close[0], close[0])!r}?" if close else ""
-            raise ConfigError(
-                f"{_format_path(path, [str(key)])}: unknown key {str(key)!r}{hint} "
-                f"(known keys: {', '.join(known)})"
-            )
-        sub = _models_in(model.model_fields[field_name].annotation)
+            raise ConfigError(_unknown_key(model, str(key), path))
+        field = model.model_fields[field_name]
         sub_path = _format_path(path, [field_name])
-        if sub is not None and isinstance(value, list | tuple):
-            value = [canonical_keys(sub, v, f"{sub_path}[{i}]") for i, v in enumerate(value)]
-        elif sub is not None:
-            value = canonical_keys(sub, value, sub_path)
-        out[field_name] = value
+        # pydantic accepts a field by its alias (by name only with populate_by_name)
+        out[field.alias or field_name] = _canonical_value(field.annotation, value, sub_path)
     return out
+
+
+def _unknown_key(model: type[BaseModel], key: str, path: str) -> str:
+    known = list(model.model_fields)
+    by_normal = {normalize_key(k): k for k in known}
+    close = difflib.get_close_matches(normalize_key(key), by_normal, n=1, cutoff=0.6)
+    hint = ""
+    if close:
+        field = by_normal[close[0]]
+        hint = f"; did you mean {(_camel(field) if key != key.lower() else field)!r}?"
+    return (
+        f"{_format_path(path, [key])}: unknown key {key!r}{hint} (known keys: {', '.join(known)})"
+    )
 
 
 def validate_section(model: type[M], data: Mapping[str, Any] | None, path: str) -> M:
@@ -212,7 +228,7 @@ def validate_section(model: type[M], data: Mapping[str, Any] | None, path: str) 
             if isinstance(cause, FieldError):
                 loc, message = loc + cause.loc, str(cause)
             elif err["type"] != "missing":
-                message += f" (got {_shown(loc, err.get('input'))})"
+                message += _shown(model, loc, err.get("input"))
             problems.append(f"{_format_path(path, loc)}: {message}")
         raise ConfigError("; ".join(problems)) from None
 
@@ -220,10 +236,36 @@ def validate_section(model: type[M], data: Mapping[str, Any] | None, path: str) 
 _SECRET_WORDS = ("password", "secret", "token", "apikey", "appkey")
 
 
-def _shown(loc: Iterable[int | str], value: Any) -> str:
-    """A value for an error message; never a secret's value."""
-    last = normalize_key(next(iter(reversed(list(loc))), ""))
-    return "'***'" if any(word in last for word in _SECRET_WORDS) else repr(value)
+def _shown(model: type[BaseModel], loc: tuple[int | str, ...], value: Any) -> str:
+    """The offending value for an error message: never a secret, nor a whole table (which
+    may hold one)."""
+    if isinstance(value, Mapping | list | tuple):
+        return ""
+    names = [part for part in loc if isinstance(part, str)]
+    last = normalize_key(names[-1]) if names else ""
+    if any(word in last for word in _SECRET_WORDS) or last in _secret_fields(model):
+        return " (got '***')"
+    return f" (got {value!r})"
+
+
+def _secret_fields(model: type[BaseModel], seen: frozenset[type] = frozenset()) -> set[str]:
+    """Normalised names of the SecretStr/SecretBytes fields of ``model`` and its sub-models."""
+    found: set[str] = set()
+    for name, field in model.model_fields.items():
+        for annotation in _flatten(field.annotation):
+            if annotation in (SecretStr, SecretBytes):
+                found |= {normalize_key(name), normalize_key(field.alias or name)}
+            elif (
+                isinstance(annotation, type)
+                and issubclass(annotation, BaseModel)
+                and annotation not in seen
+            ):
+                found |= _secret_fields(annotation, seen | {model})
+    return found
+
+
+def _flatten(annotation: Any) -> list[Any]:
+    return [annotation, *(a for arg in typing.get_args(annotation) for a in _flatten(arg))]
 
 
 def section(settings: Mapping[str, Any], name: str) -> dict[str, Any]:

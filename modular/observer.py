@@ -51,6 +51,8 @@ class ObserverRegistry:
         self._wants_all = False
 
     def register(self, callback: Observer, event_types: Iterable[str] | None = None) -> None:
+        if isinstance(event_types, str):  # one type, not a set of one-letter types
+            event_types = [event_types]
         types = frozenset(event_types) if event_types is not None else None
         self._registrations.append(_Registration(callback, types))
         self._index()

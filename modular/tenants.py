@@ -16,7 +16,8 @@ from .config import deep_merge, load_file, section, validate_section
 
 M = TypeVar("M", bound=BaseModel)
 
-_current_tenant: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+# The variable behind current_tenant(); hot paths may call its .get() directly.
+current_tenant_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "modular_current_tenant", default=None
 )
 _INVALID_TENANT = re.compile(r"[\s/]")
@@ -32,17 +33,17 @@ def validate_tenant_id(tenant_id: object) -> str:
 
 def current_tenant() -> str | None:
     """The tenant of the current context, or None."""
-    return _current_tenant.get()
+    return current_tenant_var.get()
 
 
 @contextmanager
 def tenant_context(tenant_id: str | None) -> Iterator[str | None]:
     """Run the body as ``tenant_id``; tasks created inside inherit it."""
-    token = _current_tenant.set(None if tenant_id is None else validate_tenant_id(tenant_id))
+    token = current_tenant_var.set(None if tenant_id is None else validate_tenant_id(tenant_id))
     try:
         yield tenant_id
     finally:
-        _current_tenant.reset(token)
+        current_tenant_var.reset(token)
 
 
 TenantListener = Callable[[str, bool], None]

@@ -130,8 +130,9 @@ _Item = tuple[Subscription, Event, contextvars.Context, Settlement | None]
 class Mailbox:
     """A bounded FIFO with awaitable get and awaitable room; cheaper than asyncio.Queue.
 
-    Once closed, ``get`` returns None and ``room`` returns at once, so that consumers end and
-    blocked publishers give up.
+    Consumers take items from ``items`` and await ``arrival()`` when it is empty. Once closed,
+    ``arrival`` and ``room`` return at once, so that consumers end and blocked publishers
+    give up.
     """
 
     __slots__ = ("capacity", "closed", "getters", "items", "putters")
@@ -151,21 +152,15 @@ class Mailbox:
             _wake(self.getters)
         return True
 
-    async def get(self) -> _Item | None:
-        while not self.items:
-            if self.closed:
-                return None
-            waiter = asyncio.get_running_loop().create_future()
-            self.getters.append(waiter)
-            try:
-                await waiter
-            finally:
-                if waiter in self.getters:
-                    self.getters.remove(waiter)
-        item = self.items.popleft()
-        if self.putters:
-            _wake(self.putters)
-        return item
+    async def arrival(self) -> None:
+        """Wait until an item arrives or the mailbox closes."""
+        waiter = asyncio.get_running_loop().create_future()
+        self.getters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if waiter in self.getters:
+                self.getters.remove(waiter)
 
     async def room(self) -> None:
         """Wait until an item was taken out (there may be room now) or the mailbox closed."""
@@ -223,22 +218,33 @@ async def run_in_context(coro: Coroutine[Any, Any, Any], ctx: contextvars.Contex
             error = exc
 
 
+def invoke(sub: Subscription, event: Event, ctx: contextvars.Context) -> Any:
+    """Start ``sub``'s handler on ``event`` inside ``ctx``; returns what the handler returned
+    (a coroutine for ``async def`` handlers, to be awaited with :func:`finish`).
+
+    A ``payload_type`` subscription gets the payload validated into its model first, so a
+    payload that does not validate fails here and the handler never sees it.
+    """
+    if sub.payload_type is not None:
+        event = event._replace(payload=sub.payload_type.model_validate(event.payload))
+    return ctx.run(sub.handler, event)
+
+
+async def finish(result: Any, ctx: contextvars.Context) -> None:
+    if type(result) is types.CoroutineType:
+        await run_in_context(result, ctx)
+    else:
+        await result
+
+
 async def call_handler(
     sub: Subscription, event: Event, ctx: contextvars.Context
 ) -> Exception | None:
-    """Run ``sub``'s handler on ``event`` inside ``ctx``; return what it raised, if anything.
-
-    A ``payload_type`` subscription gets the payload validated into its model first; a payload
-    that does not validate is returned as the failure and the handler never sees it.
-    """
+    """Run ``sub``'s handler on ``event`` to the end; return what it raised, if anything."""
     try:
-        if sub.payload_type is not None:
-            event = event._replace(payload=sub.payload_type.model_validate(event.payload))
-        result = ctx.run(sub.handler, event)
-        if type(result) is types.CoroutineType:
-            await run_in_context(result, ctx)
-        elif result is not None:
-            await result
+        result = invoke(sub, event, ctx)
+        if result is not None:
+            await finish(result, ctx)
     except Exception as exc:
         return exc
     return None
@@ -288,7 +294,9 @@ class Dispatcher:
         self._turn = 0
         self._pending = 0  # queued or running deliveries
         self._idle: asyncio.Event | None = None
-        self._running: dict[asyncio.Task[Any], _Item] = {}
+        # (topic, tenant) -> where an event goes: (subscription, its mailbox) pairs; cleared
+        # on any change of subscriptions
+        self._targets: dict[tuple[str, str | None], tuple[tuple[Subscription, Mailbox], ...]] = {}
 
     # --- subscriptions ------------------------------------------------------------------
 
@@ -298,14 +306,16 @@ class Dispatcher:
         else:
             mailbox = Mailbox(self.policy.buffer_size)
             self._mailboxes[sub] = mailbox
-            task = asyncio.get_running_loop().create_task(self._drain(mailbox))
+            task = asyncio.get_running_loop().create_task(self._consume(mailbox))
             self._drainers[sub] = task
         self.subscriptions.add(sub.topic, sub)
+        self._targets.clear()
 
     def remove(self, sub: Subscription) -> bool:
         """Stop delivering to ``sub``; what is still queued for it is dropped."""
         if not self.subscriptions.remove(sub.topic, sub):
             return False
+        self._targets.clear()
         mailbox = self._mailboxes.pop(sub, None)
         self._drainers.pop(sub, None)
         if mailbox is not None:  # its drainer ends after the event it may be handling
@@ -322,19 +332,20 @@ class Dispatcher:
 
     # --- dispatch -----------------------------------------------------------------------
 
-    async def dispatch(self, event: Event, settlement: Callable[[], None] | None = None) -> int:
-        """Queue ``event`` for every matching subscription of its tenant; returns how many.
+    async def dispatch(self, event: Event, settlement: Callable[[], None] | None = None) -> None:
+        """Queue ``event`` for every matching subscription of its tenant.
 
         ``settlement`` is called once all of them settled (immediately when there are none).
         """
-        subs = self.subscriptions.resolve(event.topic)
-        tenant = event.tenant
-        targets = [s for s in subs if s.tenant == tenant or (s.all_tenants and s.tenant is None)]
+        key = (event.topic, event.tenant)
+        targets = self._targets.get(key)
+        if targets is None:
+            targets = self._resolve(key)
         count = len(targets)
-        if not count:
+        if count == 0:
             if settlement is not None:
                 settlement()
-            return 0
+            return
         ctx = contextvars.copy_context()
         settle = Settlement(count, settlement) if settlement is not None else None
         start = 0
@@ -342,17 +353,23 @@ class Dispatcher:
             start = self._turn % count
             self._turn += 1
         for i in range(count):
-            sub = targets[(start + i) % count]
-            mailbox = self._pool if sub.is_async else self._mailboxes.get(sub)
-            if mailbox is None:  # removed meanwhile
-                if settle is not None:
-                    settle.settle()
-                continue
+            sub, mailbox = targets[(start + i) % count]
             item = (sub, event, ctx, settle)
             self._pending += 1
             if not mailbox.offer(item):
                 await self._offer_full(mailbox, item)
-        return count
+
+    def _resolve(self, key: tuple[str, str | None]) -> tuple[tuple[Subscription, Mailbox], ...]:
+        topic, tenant = key
+        targets = tuple(
+            (sub, self._pool if sub.is_async else self._mailboxes[sub])
+            for sub in self.subscriptions.resolve(topic)
+            if sub.accepts(tenant)
+        )
+        if len(self._targets) >= self.subscriptions.CACHE_LIMIT:
+            self._targets.clear()
+        self._targets[key] = targets
+        return targets
 
     async def _offer_full(self, mailbox: Mailbox, item: _Item) -> None:
         mode = self.policy.mode
@@ -386,40 +403,45 @@ class Dispatcher:
         if not self._workers:
             loop = asyncio.get_running_loop()
             self._workers = [
-                loop.create_task(self._work()) for _ in range(self.policy.worker_count)
+                loop.create_task(self._consume(self._pool)) for _ in range(self.policy.worker_count)
             ]
 
-    async def _drain(self, mailbox: Mailbox) -> None:
-        while (item := await mailbox.get()) is not None:
-            await self._deliver(item)
-
-    async def _work(self) -> None:
-        while (item := await self._pool.get()) is not None:
-            await self._deliver(item)
-
-    async def _deliver(self, item: _Item) -> None:
-        sub, event, ctx, settle = item
-        task = asyncio.current_task()
-        assert task is not None
-        self._running[task] = item
-        try:
-            error = await call_handler(sub, event, ctx)
-        except asyncio.CancelledError:
-            # Stopped mid-handler at shutdown: a drop, and never settled (a broker redelivers).
-            del self._running[task]
-            self.stats.dropped += 1
+    async def _consume(self, mailbox: Mailbox) -> None:
+        """Deliver what arrives in ``mailbox`` until it is closed (one task per ordered
+        subscription; ``worker_count`` tasks share the async pool)."""
+        items = mailbox.items
+        stats = self.stats
+        while True:
+            if not items:
+                if mailbox.closed:
+                    return
+                await mailbox.arrival()
+                continue
+            item = items.popleft()
+            if mailbox.putters:
+                _wake(mailbox.putters)
+            sub, event, ctx, settle = item
+            error: Exception | None = None
+            try:
+                result = invoke(sub, event, ctx)
+                if result is not None:
+                    await finish(result, ctx)
+            except asyncio.CancelledError:
+                # Stopped mid-handler at shutdown: a drop, never settled (a broker redelivers).
+                stats.dropped += 1
+                self._done()
+                raise
+            except Exception as exc:
+                error = exc
+            stats.delivered += 1
+            if error is not None:
+                stats.failed += 1
+                report_failure(sub, event, error, self.engine, self.hooks)
+            elif self.hooks is not None:
+                self.hooks.received(sub, event)
+            if settle is not None:
+                settle.settle()
             self._done()
-            raise
-        del self._running[task]
-        self.stats.delivered += 1
-        if error is not None:
-            self.stats.failed += 1
-            report_failure(sub, event, error, self.engine, self.hooks)
-        elif self.hooks is not None:
-            self.hooks.received(sub, event)
-        if settle is not None:
-            settle.settle()
-        self._done()
 
     def _drop(self, item: _Item) -> None:
         self.stats.dropped += 1
@@ -474,6 +496,4 @@ class Dispatcher:
         self._workers = []
         self._pool = Mailbox(self.policy.queue_size)
         self.subscriptions.clear()
-
-    def subscriptions_list(self) -> list[Subscription]:
-        return list(self.subscriptions.items())
+        self._targets.clear()

@@ -72,6 +72,35 @@ class Event(NamedTuple):
         return f"Event(id={self.id!r}, topic={self.topic!r}{tenant}, payload={self.payload!r})"
 
 
+_tuple_new = tuple.__new__
+
+
+def make_event(
+    topic: str,
+    payload: Any,
+    metadata: Mapping[str, str],
+    timestamp: float,
+    source: str,
+    tenant: str | None,
+    partition_key: str | None,
+) -> Event:
+    """A new Event with a fresh id; the publish path's constructor (skips NamedTuple's
+    Python-level ``__new__``, a measurable share of a publish)."""
+    return _tuple_new(
+        Event,
+        (
+            f"{_id_prefix}{next(_id_counter)}",
+            topic,
+            payload,
+            metadata,
+            timestamp,
+            source,
+            tenant,
+            partition_key,
+        ),
+    )
+
+
 Handler = Callable[[Event], Awaitable[None] | None]
 
 

@@ -14,12 +14,14 @@ from pydantic import BaseModel
 
 from modular import Application, ConfigError, Module, ServiceProvider, current_tenant
 from modular.config import validate_section
+from modular.observer import ObserverRegistry
+from modular.tenants import current_tenant_var
 
 from .config import EngineSpec, EventBusConfig
 from .delivery import DeliveryStats, call_handler, report_failure
 from .engines.base import Engine
 from .errors import EngineUnavailableError, EventBusNotStartedError
-from .event import Event, Handler, Subscription, describe, new_event_id
+from .event import EMPTY_METADATA, Event, Handler, Subscription, describe, make_event
 from .history import History
 from .registry import create_engine
 from .router import Router
@@ -33,6 +35,9 @@ logger = logging.getLogger("modules.eventbus")
 SOURCE = "modular.eventbus"
 EVENT_PREFIX = "com.modular.eventbus."
 
+MESSAGE_PUBLISHED = EVENT_PREFIX + "message.published"
+MESSAGE_RECEIVED = EVENT_PREFIX + "message.received"
+
 _VALIDATED_LIMIT = 10_000
 
 
@@ -45,6 +50,8 @@ class EventBusModule(Module):
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._app: Application | None = None
+        self._observers = ObserverRegistry()  # the application's, from init() on
+        self._source = "eventbus"
         self.config = EventBusConfig()
         self._engines: dict[str, Engine] = {}
         self._histories: dict[str, History] = {}
@@ -68,7 +75,9 @@ class EventBusModule(Module):
 
     async def init(self, app: Application) -> None:
         self._app = app
+        self._observers = app.observers
         self.config = app.config_section(self.name)
+        self._source = self.config.source
         specs = self.config.effective_engines()
         for i, spec in enumerate(specs):
             path = f"eventbus.engines[{i}]" if self.config.engines else "eventbus"
@@ -190,42 +199,35 @@ class EventBusModule(Module):
     ) -> Event:
         """Publish ``payload`` on ``topic``; returns the Event. The tenant is ``tenant=`` or
         the current tenant context."""
-        return await self._publish(topic, payload, metadata, partition_key, tenant)
-
-    async def _publish(
-        self,
-        topic: str,
-        payload: Any,
-        metadata: Mapping[str, str] | None,
-        partition_key: str | None,
-        tenant: str | None,
-    ) -> Event:
         if not self._running:
             raise EventBusNotStartedError(
                 f"cannot publish to {topic!r}: the event bus is not started"
             )
+        # The hot path: every check below answers from a dict or set after the first call.
         if topic not in self._valid_topics:
             self._remember(self._valid_topics, validate_topic(topic))
         if tenant is None:
-            tenant = current_tenant()
-        if tenant is not None and tenant not in self._valid_tenants:
-            self._remember(self._valid_tenants, validate_tenant(tenant))
-        key = self._router_for(tenant).engine_for_topic(topic)
+            tenant = current_tenant_var.get()
+        if tenant is None:
+            key = self._router.engine_for_topic(topic)  # type: ignore[union-attr]
+        else:
+            if tenant not in self._valid_tenants:
+                self._remember(self._valid_tenants, validate_tenant(tenant))
+            key = self._router_for(tenant).engine_for_topic(topic)
         if key not in self._started_engines:
             await self._ensure_engine(key, topic)
-        event = Event(
-            new_event_id(),
+        event = make_event(
             topic,
             payload,
-            describe(metadata),
+            describe(metadata) if metadata else EMPTY_METADATA,
             self._clock(),
-            self.config.source,
+            self._source,
             tenant,
             partition_key,
         )
         await self._engines[key].publish(event)
         self._histories[key].record(event)
-        if self._observed("message.published"):
+        if self._observers.wants(MESSAGE_PUBLISHED):
             self._emit(
                 "message.published",
                 topic=topic,
@@ -468,9 +470,6 @@ class EventBusModule(Module):
 
     # --- observation --------------------------------------------------------------------
 
-    def _observed(self, kind: str) -> bool:
-        return self._app is not None and self._app.observers.wants(EVENT_PREFIX + kind)
-
     def _emit(self, kind: str, **data: Any) -> None:
         if self._app is not None:
             self._app.emit(EVENT_PREFIX + kind, SOURCE, data)
@@ -490,7 +489,7 @@ class _Hooks:
         self.engine = engine
 
     def received(self, sub: Subscription, event: Event) -> None:
-        if self.bus._observed("message.received"):
+        if self.bus._observers.wants(MESSAGE_RECEIVED):
             self.bus._emit(
                 "message.received",
                 topic=event.topic,

@@ -31,7 +31,9 @@ class TenantEventBus:
         metadata: Mapping[str, str] | None = None,
         partition_key: str | None = None,
     ) -> Event:
-        return await self.bus._publish(topic, payload, metadata, partition_key, self.tenant)
+        return await self.bus.publish(
+            topic, payload, metadata=metadata, partition_key=partition_key, tenant=self.tenant
+        )
 
     async def subscribe(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -50,7 +51,8 @@ class Engine(ABC):
     async def stop(self, timeout: float) -> None: ...
 
     @abstractmethod
-    async def publish(self, event: Event) -> None: ...
+    def publish(self, event: Event) -> Awaitable[None]:
+        """Usually ``async def``; any awaitable will do."""
 
     @abstractmethod
     async def subscribe(self, sub: Subscription) -> None: ...

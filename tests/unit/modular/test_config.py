@@ -9,7 +9,7 @@ from typing import Any, Literal
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from modular import Application, ConfigError, ModularError, validate_section
+from modular import Application, ConfigError, FieldError, ModularError, validate_section
 
 from .helpers import make_module, write
 
@@ -323,7 +323,7 @@ async def test_unknown_key_names_it_and_suggests_the_closest(log: list[str]) -> 
         await app.start()
     message = str(caught.value)
     assert "workerCont" in message
-    assert "did you mean 'worker_count'" in message
+    assert "did you mean 'workerCount'" in message
     assert log == []
 
 
@@ -381,6 +381,25 @@ def test_section_that_is_not_a_table_is_a_config_error(log: list[str]) -> None:
     app = svc_app(log, config={"svc": 3}, envvar_prefix=None)
     with pytest.raises(ConfigError, match="svc"):
         app.config_section("svc")
+
+
+def test_field_error_from_a_model_validator_names_the_full_path() -> None:
+    class Bus(BaseModel):
+        engines: list[EngineConfig] = Field(default_factory=list)
+
+        @model_validator(mode="after")
+        def names_are_unique(self) -> Bus:
+            seen: set[str] = set()
+            for index, engine in enumerate(self.engines):
+                if engine.name in seen:
+                    raise FieldError(("engines", index, "name"), f"duplicate name {engine.name!r}")
+                seen.add(engine.name)
+            return self
+
+    engines = [{"name": "a"}, {"name": "b"}, {"name": "a", "type": "redis"}]
+    with pytest.raises(ConfigError) as caught:
+        validate_section(Bus, {"engines": engines}, "bus")
+    assert str(caught.value) == "bus.engines[2].name: duplicate name 'a'"
 
 
 # --- secrets --------------------------------------------------------------------------------

@@ -90,6 +90,15 @@ def test_wants_reflects_the_filters() -> None:
     assert app.observers.wants(STOPPED)
     assert not app.observers.wants(STARTED)
 
+    def everything(event: CloudEvent) -> None:
+        pass
+
+    app.register_observer(everything)
+    assert app.observers.wants("com.example.anything")
+    app.observers.unregister(everything)
+    assert not app.observers.wants("com.example.anything")
+    assert app.observers.wants(STOPPED)
+
 
 async def test_async_observer_receives_events(log: list[str]) -> None:
     app = two_module_app(log)

@@ -193,3 +193,25 @@ async def test_a_service_built_during_init_is_the_one_registered() -> None:
     await app.init()
 
     assert app.get_service("client.http", Client).url == "http://example.test"
+
+
+async def test_required_service_of_the_wrong_type_fails_init(log: list[str]) -> None:
+    """``ServiceDependency.expected_type`` is declared by the consumer, so init checks it."""
+    app = Application(envvar_prefix=None)
+    app.register_module(
+        make_module(
+            "consumer",
+            log,
+            requires=[ServiceDependency("producer.api", expected_type=Provider)],
+        )
+    )
+    app.register_module(
+        make_module("producer", log, provides=[ServiceProvider("producer.api", "a string")])
+    )
+
+    with pytest.raises((TypeError, ModularError)) as caught:
+        await app.init()
+
+    assert "producer.api" in str(caught.value)
+    assert "consumer" in str(caught.value) or "Provider" in str(caught.value)
+    assert "init:consumer" not in log  # never initialised with a wrong dependency

@@ -325,5 +325,5 @@ async def test_concurrent_tasks_keep_their_own_tenants() -> None:
             return before, current_tenant()
 
     results = await asyncio.gather(as_tenant("acme"), as_tenant("globex"))
-    assert results == [("acme", "acme"), ("globex", "globex")]
+    assert list(results) == [("acme", "acme"), ("globex", "globex")]
     assert current_tenant() is None
