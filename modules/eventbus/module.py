@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel
 
 from modular import Application, ConfigError, Module, ServiceProvider, current_tenant
-from modular.config import validate_section
 from modular.observer import ObserverRegistry
 from modular.tenants import current_tenant_var
 
@@ -89,6 +88,8 @@ class EventBusModule(Module):
             engines=[{"name": s.name, "type": s.type} for s in specs],
             routing=[{"topics": list(r.topics), "engine": r.engine} for r in self.config.routing],
         )
+        for tenant in app.tenants.tenants():  # registered before the bus was initialised
+            self._configure_tenant(tenant)
 
     def _add_engine(self, key: str, spec: EngineSpec, config: EventBusConfig, path: str) -> Engine:
         engine = create_engine(spec.type, key, config.engine_settings(spec), path)
@@ -128,7 +129,7 @@ class EventBusModule(Module):
             return
         self._running = False
         timeout = self.config.shutdown_timeout
-        engines = [self._engines[k] for k in self._started_engines]
+        engines = list(self._engines.values())  # also never-started ones holding subscriptions
         results = await asyncio.gather(
             *(engine.stop(timeout) for engine in engines), return_exceptions=True
         )
@@ -147,8 +148,15 @@ class EventBusModule(Module):
     def on_tenant_registered(self, tenant_id: str) -> None:
         self._configure_tenant(tenant_id)
 
-    def on_tenant_removed(self, tenant_id: str) -> None:
+    async def on_tenant_removed(self, tenant_id: str) -> None:
         self._tenant_routers.pop(tenant_id, None)
+        for key in self._tenant_engines.pop(tenant_id, {}).values():
+            if key in self._base_engines:
+                continue
+            engine = self._engines.pop(key)
+            self._histories.pop(key, None)
+            self._started_engines.discard(key)
+            await engine.stop(self.config.shutdown_timeout)
 
     def _configure_tenant(self, tenant: str) -> None:
         """Build the tenant's router from its config overlay (and its own engines, if any)."""
@@ -158,9 +166,8 @@ class EventBusModule(Module):
         if not overlay:
             self._tenant_routers.pop(tenant, None)
             return
-        raw = self._app.tenants.tenant_config(tenant, self.name).model_dump()
         path = f"tenants.{tenant}.eventbus"
-        config = validate_section(EventBusConfig, raw, path)
+        config: EventBusConfig = self._app.tenants.tenant_config(tenant, self.name)
         names: dict[str, str] = {}
         for i, spec in enumerate(config.effective_engines()):
             if spec.name in self._base_engines:
@@ -389,7 +396,9 @@ class EventBusModule(Module):
             return
         sub.active = False
         for key in sub.engines:
-            await self._engines[key].unsubscribe(sub)
+            engine = self._engines.get(key)  # a removed tenant's engine is gone already
+            if engine is not None:
+                await engine.unsubscribe(sub)
         self._emit(
             "subscription.removed", subscription_id=sub.id, topic=sub.topic, engine=sub.engine
         )
