@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from .config import deep_merge, load_environment_variables, load_settings, section
 from .config import validate_section as _validate_section
-from .errors import DependencyError, LifecycleError
+from .errors import ConfigError, DependencyError, LifecycleError
 from .module import Module, ServiceDependency
 from .observer import Observer, ObserverRegistry
 from .services import ServiceRegistry
@@ -140,6 +140,8 @@ class Application:
             self._check_required_services(module)
             try:
                 await module.init(self)
+            except ConfigError:
+                raise  # already names the config path; wrapping would hide its type
             except Exception as exc:
                 raise LifecycleError("init", [(module.module_name, exc)]) from exc
             for provided in module.provides_services():

@@ -98,7 +98,8 @@ ENGINE_DEFAULT_FIELDS = tuple(EngineConfig.model_fields)
 class EngineSpec(_Strict):
     name: Annotated[str, Field(min_length=1)]
     type: Annotated[str, Field(min_length=1)]
-    config: dict[str, Any] = Field(default_factory=dict)
+    # Raw and possibly holding secrets: the engine's validated config is the one to show.
+    config: dict[str, Any] = Field(default_factory=dict, repr=False)
 
 
 class RoutingRule(_Strict):
