@@ -14,7 +14,7 @@ test: $(STAMP) services
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q -p no:cacheprovider
-	$(BIN)/behave --format progress --no-capture features
+	$(BIN)/behave --format progress features
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
