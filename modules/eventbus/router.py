@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .config import RoutingRule
-from .topics import is_pattern, matches, overlaps
+from .topics import covers, is_pattern, matches, overlaps
 
 
 class Router:
@@ -43,8 +43,8 @@ class Router:
         for patterns, name in self._rules:
             if name not in found and any(overlaps(pattern, p) for p in patterns):
                 found.append(name)
-            if "*" in patterns:  # nothing reaches the fallback past a catch-all rule
-                return found
+            if any(covers(p, pattern) for p in patterns):
+                return found  # every matching topic stops at this rule or an earlier one
         if self._engines[0] not in found:
             found.append(self._engines[0])
         return found

@@ -87,6 +87,15 @@ def overlaps(a: str, b: str) -> bool:
     return matches(b, a)
 
 
+def covers(broad: str, narrow: str) -> bool:
+    """Whether every topic matching ``narrow`` also matches ``broad``."""
+    if not is_pattern(broad):
+        return broad == narrow
+    if is_pattern(narrow):
+        return narrow[:-1].startswith(broad[:-1])
+    return matches(broad, narrow)
+
+
 class TopicIndex(Generic[T]):
     """Items filed under patterns, resolved by topic through a cache.
 

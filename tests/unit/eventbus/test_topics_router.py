@@ -218,8 +218,9 @@ def test_router_engines_for_a_pattern() -> None:
     router = Router(
         ["fallback", "admin", "users"], [rule("admin", "user.admin.*"), rule("users", "user.*")]
     )
-    assert router.engines_for_pattern("user.*") == ["admin", "users", "fallback"]
-    assert router.engines_for_pattern("user.admin.*") == ["admin", "users", "fallback"]
+    assert router.engines_for_pattern("user.*") == ["admin", "users"]
+    assert router.engines_for_pattern("user.admin.*") == ["admin"]
+    assert router.engines_for_pattern("user.admin.x") == ["admin"]
     assert router.engines_for_pattern("order.*") == ["fallback"]
     assert router.engines_for_pattern("user.created") == ["users"]
     assert router.engines_for_pattern("*") == ["admin", "users", "fallback"]
@@ -270,3 +271,13 @@ async def test_routing_through_the_bus_and_patterns_across_engines(make_bus: Mak
     assert (stats["users"].delivered, stats["admin"].delivered) == (2, 2)
     assert stats["general"].delivered == 1
     assert bus.topics() == ["*", "user.*"]
+
+
+def test_covers_is_containment_of_matched_topics() -> None:
+    from modules.eventbus.topics import covers
+
+    assert covers("*", "user.*") and covers("*", "user.a")
+    assert covers("user.*", "user.admin.*") and covers("user.*", "user.a")
+    assert not covers("user.admin.*", "user.*")
+    assert not covers("user.*", "user")  # `user.*` does not match `user`
+    assert covers("user.a", "user.a") and not covers("user.a", "user.*")
