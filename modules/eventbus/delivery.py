@@ -30,6 +30,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from .event import Event, Subscription
+from .topics import TopicIndex
 
 logger = logging.getLogger("modules.eventbus.delivery")
 
@@ -280,8 +281,6 @@ class Dispatcher:
         stats: DeliveryStats | None = None,
         hooks: DeliveryHooks | None = None,
     ) -> None:
-        from .topics import TopicIndex
-
         self.engine = engine
         self.policy = policy
         self.stats = stats or DeliveryStats()
@@ -290,6 +289,7 @@ class Dispatcher:
         self._mailboxes: dict[Subscription, Mailbox] = {}
         self._drainers: dict[Subscription, asyncio.Task[None]] = {}
         self._pool = Mailbox(policy.queue_size)
+        self._pooled: set[Subscription] = set()  # async subscriptions, served by the pool
         self._workers: list[asyncio.Task[None]] = []
         self._turn = 0
         self._pending = 0  # queued or running deliveries
@@ -302,6 +302,7 @@ class Dispatcher:
 
     def add(self, sub: Subscription) -> None:
         if sub.is_async:
+            self._pooled.add(sub)
             self._ensure_workers()
         else:
             mailbox = Mailbox(self.policy.buffer_size)
@@ -316,6 +317,7 @@ class Dispatcher:
         if not self.subscriptions.remove(sub.topic, sub):
             return False
         self._targets.clear()
+        self._pooled.discard(sub)  # what the pool still holds for it is dropped when taken
         mailbox = self._mailboxes.pop(sub, None)
         self._drainers.pop(sub, None)
         if mailbox is not None:  # its drainer ends after the event it may be handling
@@ -421,6 +423,9 @@ class Dispatcher:
             if mailbox.putters:
                 _wake(mailbox.putters)
             sub, event, ctx, settle = item
+            if sub.is_async and sub not in self._pooled:  # unsubscribed meanwhile
+                self._drop(item)
+                continue
             error: Exception | None = None
             try:
                 result = invoke(sub, event, ctx)
@@ -497,3 +502,4 @@ class Dispatcher:
         self._pool = Mailbox(self.policy.queue_size)
         self.subscriptions.clear()
         self._targets.clear()
+        self._pooled.clear()

@@ -546,3 +546,29 @@ async def test_other_subscriptions_get_the_raw_payload(make_bus: MakeBus) -> Non
     assert raw[0].payload == {"id": 1, "name": "Bo"}
     assert event.payload == {"id": 1, "name": "Bo"}
     assert typed[0].id == event.id
+
+
+async def test_unsubscribed_async_subscription_gets_nothing_still_queued(
+    make_bus: MakeBus,
+) -> None:
+    harness = await make_bus({"workerCount": 1})
+    bus = harness.bus
+    gate = harness.gate()
+    seen: list[int] = []
+
+    async def blocker(event: Event) -> None:
+        await gate.wait()
+
+    async def record(event: Event) -> None:
+        seen.append(event.payload)
+
+    await bus.subscribe_async("hold", blocker)
+    leaving = await bus.subscribe_async("job", record)
+    await bus.publish("hold", 0)  # occupies the only worker
+    await publish_all(bus, "job", 5)  # queued in the pool behind it
+    await bus.unsubscribe(leaving)
+    gate.set()
+    await wait_for(lambda: bus.engine("default").dispatcher.pending == 0)  # type: ignore[attr-defined]
+    assert seen == []
+    delivered, dropped = bus.stats()
+    assert (delivered, dropped) == (1, 5)
