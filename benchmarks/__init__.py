@@ -1,0 +1,1 @@
+"""Throughput and latency harness: ``python -m benchmarks`` (see docs/benchmarks.md)."""

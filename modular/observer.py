@@ -49,6 +49,11 @@ class ObserverRegistry:
         self._pending: set[asyncio.Task[None]] = set()
         self._wanted: frozenset[str] = frozenset()
         self._wants_all = False
+        self._change_listeners: list[Callable[[], None]] = []
+
+    def add_change_listener(self, listener: Callable[[], None]) -> None:
+        """``listener()`` runs after every (un)registration, e.g. to refresh cached ``wants``."""
+        self._change_listeners.append(listener)
 
     def register(self, callback: Observer, event_types: Iterable[str] | None = None) -> None:
         if isinstance(event_types, str):  # one type, not a set of one-letter types
@@ -64,6 +69,8 @@ class ObserverRegistry:
     def _index(self) -> None:
         self._wants_all = any(r.event_types is None for r in self._registrations)
         self._wanted = frozenset().union(*(r.event_types or () for r in self._registrations))
+        for listener in self._change_listeners:
+            listener()
 
     def wants(self, event_type: str) -> bool:
         """Whether any observer would receive ``event_type``: lets hot paths skip building data."""

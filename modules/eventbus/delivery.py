@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import logging
 import types
+import typing
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -124,8 +126,9 @@ class Settlement:
             self.callback()
 
 
-# (subscription, event, publisher context, settlement or None)
-_Item = tuple[Subscription, Event, contextvars.Context, Settlement | None]
+# (subscription, event, publisher context, settlement or None, the handler's awaitable when
+# it was already called, or None)
+_Item = tuple[Subscription, Event, contextvars.Context, Settlement | None, Any]
 
 
 class Mailbox:
@@ -192,23 +195,14 @@ def _wake(waiters: deque[asyncio.Future[None]]) -> None:
             return
 
 
-async def run_in_context(coro: Coroutine[Any, Any, Any], ctx: contextvars.Context) -> None:
-    """Await ``coro`` with every step inside ``ctx``, as a Task created in ``ctx`` would.
-
-    A task per event would cost several microseconds; stepping the coroutine here costs
-    almost nothing for a handler that completes without suspending, the common case.
-    """
-    send_value: Any = None
-    error: BaseException | None = None
+async def _resume_in_context(
+    coro: Coroutine[Any, Any, Any], ctx: contextvars.Context, yielded: Any
+) -> None:
+    """Carry on ``coro`` (suspended on ``yielded``) with every step inside ``ctx``, as a Task
+    created in ``ctx`` would. A task per event would cost several microseconds."""
     while True:
-        try:
-            if error is None:
-                yielded = ctx.run(coro.send, send_value)
-            else:
-                yielded = ctx.run(coro.throw, error)
-        except StopIteration:
-            return
-        send_value, error = None, None
+        send_value: Any = None
+        error: BaseException | None = None
         try:
             if yielded is None:  # a bare yield, as in asyncio.sleep(0)
                 await asyncio.sleep(0)
@@ -217,6 +211,13 @@ async def run_in_context(coro: Coroutine[Any, Any, Any], ctx: contextvars.Contex
                 send_value = await yielded
         except BaseException as exc:  # handed to the coroutine, as a Task would
             error = exc
+        try:
+            if error is None:
+                yielded = ctx.run(coro.send, send_value)
+            else:
+                yielded = ctx.run(coro.throw, error)
+        except StopIteration:
+            return
 
 
 def invoke(sub: Subscription, event: Event, ctx: contextvars.Context) -> Any:
@@ -231,11 +232,17 @@ def invoke(sub: Subscription, event: Event, ctx: contextvars.Context) -> Any:
     return ctx.run(sub.handler, event)
 
 
-async def finish(result: Any, ctx: contextvars.Context) -> None:
+def finish(result: Any, ctx: contextvars.Context) -> Awaitable[None] | None:
+    """Drive what a handler returned inside ``ctx``: None when that finished it already (an
+    ``async def`` that did not suspend: the common case, with no await at all), else what
+    remains to await."""
     if type(result) is types.CoroutineType:
-        await run_in_context(result, ctx)
-    else:
-        await result
+        try:
+            yielded = ctx.run(result.send, None)
+        except StopIteration:
+            return None
+        return _resume_in_context(result, ctx, yielded)
+    return typing.cast(Awaitable[None], result)
 
 
 async def call_handler(
@@ -244,8 +251,8 @@ async def call_handler(
     """Run ``sub``'s handler on ``event`` to the end; return what it raised, if anything."""
     try:
         result = invoke(sub, event, ctx)
-        if result is not None:
-            await finish(result, ctx)
+        if result is not None and (remaining := finish(result, ctx)) is not None:
+            await remaining
     except Exception as exc:
         return exc
     return None
@@ -271,6 +278,11 @@ def report_failure(
         hooks.failed(sub, event, error)
 
 
+def _is_async_callable(handler: Callable[..., Any]) -> bool:
+    call = type(handler).__call__  # an object whose __call__ is ``async def``
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call)
+
+
 class Dispatcher:
     """Subscriptions of one engine and the delivery of events to them."""
 
@@ -294,9 +306,13 @@ class Dispatcher:
         self._turn = 0
         self._pending = 0  # queued or running deliveries
         self._idle: asyncio.Event | None = None
-        # (topic, tenant) -> where an event goes: (subscription, its mailbox) pairs; cleared
+        # ordered subscriptions whose handler is a plain function (see _hand_over)
+        self._direct: set[Subscription] = set()
+        # (topic, tenant) -> where an event goes: (subscription, its mailbox, direct); cleared
         # on any change of subscriptions
-        self._targets: dict[tuple[str, str | None], tuple[tuple[Subscription, Mailbox], ...]] = {}
+        self._targets: dict[
+            tuple[str, str | None], tuple[tuple[Subscription, Mailbox, bool], ...]
+        ] = {}
 
     # --- subscriptions ------------------------------------------------------------------
 
@@ -307,6 +323,8 @@ class Dispatcher:
         else:
             mailbox = Mailbox(self.policy.buffer_size)
             self._mailboxes[sub] = mailbox
+            if not _is_async_callable(sub.handler):
+                self._direct.add(sub)
             task = asyncio.get_running_loop().create_task(self._consume(mailbox))
             self._drainers[sub] = task
         self.subscriptions.add(sub.topic, sub)
@@ -318,6 +336,7 @@ class Dispatcher:
             return False
         self._targets.clear()
         self._pooled.discard(sub)  # what the pool still holds for it is dropped when taken
+        self._direct.discard(sub)
         mailbox = self._mailboxes.pop(sub, None)
         self._drainers.pop(sub, None)
         if mailbox is not None:  # its drainer ends after the event it may be handling
@@ -355,16 +374,48 @@ class Dispatcher:
             start = self._turn % count
             self._turn += 1
         for i in range(count):
-            sub, mailbox = targets[(start + i) % count]
-            item = (sub, event, ctx, settle)
+            sub, mailbox, direct = targets[(start + i) % count]
+            if direct and not mailbox.items and mailbox.getters:
+                self._hand_over(sub, event, ctx, settle, mailbox)
+                continue
+            item = (sub, event, ctx, settle, None)
             self._pending += 1
             if not mailbox.offer(item):
                 await self._offer_full(mailbox, item)
 
-    def _resolve(self, key: tuple[str, str | None]) -> tuple[tuple[Subscription, Mailbox], ...]:
+    def _hand_over(
+        self,
+        sub: Subscription,
+        event: Event,
+        ctx: contextvars.Context,
+        settle: Settlement | None,
+        mailbox: Mailbox,
+    ) -> None:
+        """Run a plain-function handler right here. Its subscription's queue is empty and its
+        consumer parked, so order and one-at-a-time hold, and the event skips a queue round
+        trip (a plain function cannot suspend, so it would block the loop wherever it ran)."""
+        try:
+            result = invoke(sub, event, ctx)
+        except Exception as exc:
+            self._settled(sub, event, settle, exc)
+            return
+        if result is None:
+            self._settled(sub, event, settle, None)
+            return
+        # A plain function that returned an awaitable: its consumer awaits that, and the
+        # subscription is queued from now on.
+        self._direct.discard(sub)
+        self._targets.clear()
+        self._pending += 1
+        mailbox.items.append((sub, event, ctx, settle, result))
+        _wake(mailbox.getters)
+
+    def _resolve(
+        self, key: tuple[str, str | None]
+    ) -> tuple[tuple[Subscription, Mailbox, bool], ...]:
         topic, tenant = key
         targets = tuple(
-            (sub, self._pool if sub.is_async else self._mailboxes[sub])
+            (sub, self._pool if sub.is_async else self._mailboxes[sub], sub in self._direct)
             for sub in self.subscriptions.resolve(topic)
             if sub.accepts(tenant)
         )
@@ -422,15 +473,16 @@ class Dispatcher:
             item = items.popleft()
             if mailbox.putters:
                 _wake(mailbox.putters)
-            sub, event, ctx, settle = item
+            sub, event, ctx, settle, result = item
             if sub.is_async and sub not in self._pooled:  # unsubscribed meanwhile
                 self._drop(item)
                 continue
             error: Exception | None = None
             try:
-                result = invoke(sub, event, ctx)
-                if result is not None:
-                    await finish(result, ctx)
+                if result is None:
+                    result = invoke(sub, event, ctx)
+                if result is not None and (remaining := finish(result, ctx)) is not None:
+                    await remaining
             except asyncio.CancelledError:
                 # Stopped mid-handler at shutdown: a drop, never settled (a broker redelivers).
                 stats.dropped += 1
@@ -438,15 +490,27 @@ class Dispatcher:
                 raise
             except Exception as exc:
                 error = exc
-            stats.delivered += 1
-            if error is not None:
-                stats.failed += 1
-                report_failure(sub, event, error, self.engine, self.hooks)
-            elif self.hooks is not None:
-                self.hooks.received(sub, event)
-            if settle is not None:
-                settle.settle()
-            self._done()
+            self._settled(sub, event, settle, error)
+            self._pending -= 1  # as _done(), inlined: this loop is the consumers' hot path
+            if self._pending == 0 and self._idle is not None:
+                self._idle.set()
+
+    def _settled(
+        self,
+        sub: Subscription,
+        event: Event,
+        settle: Settlement | None,
+        error: Exception | None,
+    ) -> None:
+        """A handler ran: count it, report a failure (or the reception), settle."""
+        self.stats.delivered += 1
+        if error is not None:
+            self.stats.failed += 1
+            report_failure(sub, event, error, self.engine, self.hooks)
+        elif self.hooks is not None:
+            self.hooks.received(sub, event)
+        if settle is not None:
+            settle.settle()
 
     def _drop(self, item: _Item) -> None:
         self.stats.dropped += 1
@@ -503,3 +567,4 @@ class Dispatcher:
         self.subscriptions.clear()
         self._targets.clear()
         self._pooled.clear()
+        self._direct.clear()

@@ -37,7 +37,7 @@ EVENT_PREFIX = "com.modular.eventbus."
 MESSAGE_PUBLISHED = EVENT_PREFIX + "message.published"
 MESSAGE_RECEIVED = EVENT_PREFIX + "message.received"
 
-_VALIDATED_LIMIT = 10_000
+_ROUTE_CACHE_LIMIT = 10_000
 
 
 class EventBusModule(Module):
@@ -63,8 +63,10 @@ class EventBusModule(Module):
         self._topic_counts: dict[str, int] = {}
         self._sub_ids = itertools.count(1)
         self._running = False
-        self._valid_topics: set[str] = set()
-        self._valid_tenants: set[str] = set()
+        # (topic, tenant) -> (engine, its history): cleared whenever routing or engines change
+        self._routes: dict[tuple[str, str | None], tuple[Engine, History]] = {}
+        self._observe_published = False
+        self._observe_received = False
         self._start_lock = asyncio.Lock()
 
     # --- module lifecycle ---------------------------------------------------------------
@@ -75,6 +77,8 @@ class EventBusModule(Module):
     async def init(self, app: Application) -> None:
         self._app = app
         self._observers = app.observers
+        self._observers.add_change_listener(self._observers_changed)
+        self._observers_changed()
         self.config = app.config_section(self.name)
         self._source = self.config.source
         specs = self.config.effective_engines()
@@ -99,6 +103,11 @@ class EventBusModule(Module):
         )
         engine.attach(_Hooks(self, key), config.source)
         return engine
+
+    def _observers_changed(self) -> None:
+        # Per-message observer events cost a lookup per event: decide once per change.
+        self._observe_published = self._observers.wants(MESSAGE_PUBLISHED)
+        self._observe_received = self._observers.wants(MESSAGE_RECEIVED)
 
     async def start(self) -> None:
         if self._running:
@@ -137,6 +146,7 @@ class EventBusModule(Module):
             if isinstance(result, BaseException):
                 logger.error("engine %s failed to stop: %r", engine.name, result)
         self._started_engines.clear()
+        self._routes.clear()
         for sub in self._subscriptions.values():
             sub.active = False
         self._subscriptions.clear()
@@ -150,6 +160,7 @@ class EventBusModule(Module):
 
     async def on_tenant_removed(self, tenant_id: str) -> None:
         self._tenant_routers.pop(tenant_id, None)
+        self._routes.clear()
         for key in self._tenant_engines.pop(tenant_id, {}).values():
             if key in self._base_engines:
                 continue
@@ -162,6 +173,7 @@ class EventBusModule(Module):
         """Build the tenant's router from its config overlay (and its own engines, if any)."""
         if self._app is None or self._router is None:
             return
+        self._routes.clear()
         overlay = self._app.tenants.overlay(tenant, self.name)
         if not overlay:
             self._tenant_routers.pop(tenant, None)
@@ -210,19 +222,12 @@ class EventBusModule(Module):
             raise EventBusNotStartedError(
                 f"cannot publish to {topic!r}: the event bus is not started"
             )
-        # The hot path: every check below answers from a dict or set after the first call.
-        if topic not in self._valid_topics:
-            self._remember(self._valid_topics, validate_topic(topic))
         if tenant is None:
             tenant = current_tenant_var.get()
-        if tenant is None:
-            key = self._router.engine_for_topic(topic)  # type: ignore[union-attr]
-        else:
-            if tenant not in self._valid_tenants:
-                self._remember(self._valid_tenants, validate_tenant(tenant))
-            key = self._router_for(tenant).engine_for_topic(topic)
-        if key not in self._started_engines:
-            await self._ensure_engine(key, topic)
+        route = self._routes.get((topic, tenant))
+        if route is None:
+            route = await self._route(topic, tenant)
+        engine, history = route
         event = make_event(
             topic,
             payload,
@@ -232,17 +237,31 @@ class EventBusModule(Module):
             tenant,
             partition_key,
         )
-        await self._engines[key].publish(event)
-        self._histories[key].record(event)
-        if self._observers.wants(MESSAGE_PUBLISHED):
+        await engine.publish(event)
+        history.record(event)
+        if self._observe_published:
             self._emit(
                 "message.published",
                 topic=topic,
                 event_id=event.id,
-                engine=key,
+                engine=engine.name,
                 tenant=tenant,
             )
         return event
+
+    async def _route(self, topic: str, tenant: str | None) -> tuple[Engine, History]:
+        """Validate ``topic`` and ``tenant``, find their engine (started) and remember it, so
+        that the next publish of this pair is one dict lookup."""
+        validate_topic(topic)
+        if tenant is not None:
+            validate_tenant(tenant)
+        key = self._router_for(tenant).engine_for_topic(topic)
+        if key not in self._started_engines:
+            await self._ensure_engine(key, topic)
+        if len(self._routes) >= _ROUTE_CACHE_LIMIT:
+            self._routes.clear()
+        route = self._routes[(topic, tenant)] = (self._engines[key], self._histories[key])
+        return route
 
     async def _ensure_engine(self, key: str, topic: str) -> None:
         """Start a tenant's own engine on first use; refuse an engine that failed to start."""
@@ -253,12 +272,6 @@ class EventBusModule(Module):
             raise EngineUnavailableError(
                 f"engine {key!r} (for topic {topic!r}) is not running: it failed to start"
             )
-
-    @staticmethod
-    def _remember(cache: set[str], value: str) -> None:
-        if len(cache) >= _VALIDATED_LIMIT:
-            cache.clear()
-        cache.add(value)
 
     # --- subscribing --------------------------------------------------------------------
 
@@ -498,7 +511,7 @@ class _Hooks:
         self.engine = engine
 
     def received(self, sub: Subscription, event: Event) -> None:
-        if self.bus._observers.wants(MESSAGE_RECEIVED):
+        if self.bus._observe_received:
             self.bus._emit(
                 "message.received",
                 topic=event.topic,

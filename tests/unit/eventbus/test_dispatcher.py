@@ -17,9 +17,9 @@ def event(topic: str, payload: object = None, tenant: str | None = None) -> Even
     return Event(f"e-{topic}-{payload}", topic, payload, {}, 0.0, "test", tenant)
 
 
-def item(payload: int) -> tuple[Subscription, Event, contextvars.Context, None]:
+def item(payload: int) -> tuple[Subscription, Event, contextvars.Context, None, None]:
     sub = Subscription("s", "t", lambda e: None, is_async=False)
-    return (sub, event("t", payload), contextvars.copy_context(), None)
+    return (sub, event("t", payload), contextvars.copy_context(), None, None)
 
 
 # --- Mailbox --------------------------------------------------------------------------------
