@@ -13,6 +13,11 @@ that are merely waiting for the CPU can catch up), ``block`` until there is room
 ``timeout``: block at most ``block_timeout`` seconds, then drop. ``rotate`` starts each
 fan-out at the next subscriber, so under pressure no subscriber is always served last.
 
+An ordered subscription whose handler is a plain function, idle with an empty mailbox, gets
+the event handed over directly: the handler runs inside ``dispatch`` (order holds; a plain
+function cannot suspend, so it would block the loop just as long in its own task). The
+publisher still yields every ``YIELD_EVERY`` hand-overs.
+
 Handlers run inside the publisher's ``contextvars.Context`` (tenant, tracing ids). A handler
 that raises is logged, counted and reported; its subscription and the workers keep going.
 """
@@ -35,6 +40,9 @@ from .event import Event, Subscription
 from .topics import TopicIndex
 
 logger = logging.getLogger("modules.eventbus.delivery")
+
+
+YIELD_EVERY = 32  # direct hand-overs between two yields of a publisher
 
 
 class DeliveryMode(StrEnum):
@@ -308,6 +316,7 @@ class Dispatcher:
         self._idle: asyncio.Event | None = None
         # ordered subscriptions whose handler is a plain function (see _hand_over)
         self._direct: set[Subscription] = set()
+        self._handed_over = 0
         # (topic, tenant) -> where an event goes: (subscription, its mailbox, direct); cleared
         # on any change of subscriptions
         self._targets: dict[
@@ -377,6 +386,12 @@ class Dispatcher:
             sub, mailbox, direct = targets[(start + i) % count]
             if direct and not mailbox.items and mailbox.getters:
                 self._hand_over(sub, event, ctx, settle, mailbox)
+                self._handed_over += 1
+                if self._handed_over >= YIELD_EVERY:
+                    # A queue that never fills never makes the publisher wait: yield now and
+                    # then, so that a tight publish loop cannot starve the rest of the loop.
+                    self._handed_over = 0
+                    await asyncio.sleep(0)
                 continue
             item = (sub, event, ctx, settle, None)
             self._pending += 1

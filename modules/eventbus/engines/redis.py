@@ -38,10 +38,11 @@ import functools
 import logging
 import math
 import os
+import re
 import socket
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, Any, ClassVar, Literal, NamedTuple, Protocol, cast
 from urllib.parse import urlsplit, urlunsplit
 
@@ -52,8 +53,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from modular import FieldError
+from modular.tenants import current_tenant_var
 
 from ..codec import decode, encode
 from ..config import EngineConfig, PositiveInt, parse_duration
@@ -67,11 +70,17 @@ logger = logging.getLogger("modules.eventbus.engines.redis")
 DEFAULT_URL = "redis://127.0.0.1:6379"
 PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
 
-# A failure of the link to Redis (as opposed to Redis refusing one command).
-_LINK_ERRORS = (RedisError, OSError)
+# A failure of the link to Redis, as opposed to Redis refusing one command (ResponseError);
+# the builtin TimeoutError (of asyncio.timeout) is an OSError.
+_LINK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 _ROUTE_CACHE_LIMIT = 10_000
 _DECODE_LOG_INTERVAL = 10.0  # seconds: one warning per burst of undecodable messages
 _STREAM_BLOCK = 1.0  # seconds an XREADGROUP waits for entries before it is sent again
+_CLIENT_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._:/-]")  # CLIENT SETNAME takes no spaces
+
+# Default group names handed out in this process: a second engine of the same name (two
+# applications in one process, as in tests) must not share, and then destroy, the first's.
+_default_groups: Counter[str] = Counter()
 
 
 def _secret_text(value: object) -> str:
@@ -86,6 +95,8 @@ def masked_url(url: str) -> str:
     if parts.password is None:
         return url
     host = parts.hostname or ""
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
     if parts.port is not None:
         host = f"{host}:{parts.port}"
     user = parts.username or ""
@@ -271,7 +282,7 @@ class RedisEngine(FanoutEngine):
         )
         self.prefix = config.channel_prefix
         host = socket.gethostname()
-        self.group = config.group_name or f"{name}-{host}-{os.getpid()}"
+        self.group = config.group_name or self._default_group(f"{name}-{host}-{os.getpid()}")
         self.durable_group = bool(config.group_name)
         self.consumer = f"{host}-{os.getpid()}-{os.urandom(3).hex()}"
         self._timeout = config.publish_timeout
@@ -296,6 +307,7 @@ class RedisEngine(FanoutEngine):
         self._outbox: deque[_Pending] = deque()
         self._outbox_wakeup: asyncio.Future[None] | None = None
         self._closing = False
+        self._publish_error: BaseException | None = None  # why the last attempt failed
         self._maxlen: tuple[Any, ...] = ("MAXLEN", "~", config.max_len) if config.max_len else ()
         # pub/sub
         self._link: _PubSubLink | None = None
@@ -312,8 +324,16 @@ class RedisEngine(FanoutEngine):
         self._inflight: set[tuple[bytes, bytes]] = set()
         self._acks: list[tuple[bytes, bytes]] = []
         self._ack_wakeup = asyncio.Event()
+        self._maintain_wakeup = asyncio.Event()
+        self._pending_rereads: set[bytes] = set()  # keys whose own pending entries to re-read
         self._reader_id: int | None = None
         self._reader_blocked = False
+
+    @staticmethod
+    def _default_group(base: str) -> str:
+        _default_groups[base] += 1
+        count = _default_groups[base]
+        return base if count == 1 else f"{base}-{count}"
 
     # --- connections ------------------------------------------------------------------
 
@@ -339,11 +359,20 @@ class RedisEngine(FanoutEngine):
         kwargs["protocol"] = 2
         return connection_class, kwargs
 
-    async def _open(self) -> _Link:
+    def client_name(self, role: str) -> str:
+        """The CLIENT SETNAME of a connection, so that CLIENT LIST tells what each one does."""
+        return _CLIENT_NAME_UNSAFE.sub("_", f"eventbus-{self.name}-{role}")
+
+    async def _open(self, role: str) -> _Link:
         """A new connection of the engine's own (no redis-py retries: the engine's loops
         decide when to try again)."""
         connection_class, kwargs = self.connection_settings()
-        conn = cast(_Link, connection_class(**{**kwargs, "socket_timeout": None}))
+        conn = cast(
+            _Link,
+            connection_class(
+                **{**kwargs, "socket_timeout": None, "client_name": self.client_name(role)}
+            ),
+        )
         try:
             async with asyncio.timeout(self._timeout):
                 await conn.connect()
@@ -400,6 +429,7 @@ class RedisEngine(FanoutEngine):
             **{
                 **kwargs,
                 "socket_timeout": self._timeout + _STREAM_BLOCK,
+                "client_name": self.client_name("control"),
                 # Once more on a pooled connection that the server had closed meanwhile.
                 "retry": Retry(NoBackoff(), 1),
             },
@@ -408,7 +438,7 @@ class RedisEngine(FanoutEngine):
         try:
             async with asyncio.timeout(self._timeout):
                 await self._redis.ping()
-        except _LINK_ERRORS as exc:
+        except (RedisError, *_LINK_ERRORS) as exc:
             await self._redis.aclose(close_connection_pool=True)
             self._redis = None
             raise self._unavailable("cannot reach Redis", exc) from exc
@@ -416,6 +446,11 @@ class RedisEngine(FanoutEngine):
         self._closing = False
         self._down = False
         self._sessions = 0
+        if not self.streams:  # subscriptions made before start (or a start that failed)
+            self._wires.clear()
+            self._sub_wires.clear()
+            for sub in list(self.dispatcher.subscriptions.items()):
+                self._register_wires(sub)
         self._ready = loop.create_future()
         self._publisher = loop.create_task(self._publish_loop())
         self._receiver = loop.create_task(self._receive_loop())
@@ -428,9 +463,10 @@ class RedisEngine(FanoutEngine):
             async with asyncio.timeout(self._timeout):
                 await asyncio.shield(self._ready)
                 if self.streams:
+                    self._since.clear()
                     for sub in list(self.dispatcher.subscriptions.items()):
                         await self._attach_streams(sub)
-        except (TimeoutError, *_LINK_ERRORS) as exc:
+        except (RedisError, *_LINK_ERRORS) as exc:
             await self._shutdown_connections()
             raise self._unavailable("could not subscribe at start", exc) from exc
 
@@ -455,10 +491,13 @@ class RedisEngine(FanoutEngine):
                 pass
             await _cancel(self._publisher)
             self._publisher = None
+        for task in list(self._helpers):
+            await _cancel(task)
+        self._helpers = []
         if self.streams and self._redis is not None:
             try:
                 await self._flush_acks()
-            except (TimeoutError, *_LINK_ERRORS) as exc:
+            except (RedisError, *_LINK_ERRORS) as exc:
                 logger.warning(
                     "redis engine %s could not acknowledge %d entries at stop (they will be "
                     "delivered again): %s",
@@ -467,9 +506,6 @@ class RedisEngine(FanoutEngine):
                     exc,
                 )
             await self._leave_groups()
-        for task in self._helpers:
-            await _cancel(task)
-        self._helpers = []
         if self._redis is not None:
             await self._redis.aclose(close_connection_pool=True)
             self._redis = None
@@ -483,6 +519,7 @@ class RedisEngine(FanoutEngine):
         self._unwanted.clear()
         self._inflight.clear()
         self._acks.clear()
+        self._pending_rereads.clear()
 
     # --- subscriptions ----------------------------------------------------------------
 
@@ -497,7 +534,7 @@ class RedisEngine(FanoutEngine):
                 await self._attach_pubsub(sub)
         except BaseException as exc:
             await self.unsubscribe(sub)
-            if isinstance(exc, TimeoutError | RedisError | OSError):
+            if isinstance(exc, RedisError | OSError):
                 raise self._unavailable(f"could not subscribe to {sub.topic!r}", exc) from exc
             raise
 
@@ -647,10 +684,11 @@ class RedisEngine(FanoutEngine):
                 try:
                     async with asyncio.timeout_at(min(p.deadline for p in batch)):
                         if conn is None:
-                            conn = await self._open()
+                            conn = await self._open("publisher")
                         await _pipeline(conn, batch)
                 except _LINK_ERRORS as exc:
                     self._mark_down(exc)
+                    self._publish_error = exc
                     await _close(conn)
                     conn = None
                     outbox.extendleft(reversed([p for p in batch if not p.future.done()]))
@@ -661,6 +699,7 @@ class RedisEngine(FanoutEngine):
                     await asyncio.sleep(pause)
                     continue
                 failures = 0
+                self._publish_error = None
                 if self._down and self._receiving:
                     self._mark_up()
         finally:
@@ -683,7 +722,8 @@ class RedisEngine(FanoutEngine):
             if pending.deadline <= now:
                 pending.future.set_exception(
                     self._unavailable(
-                        f"could not publish to {pending.topic!r} within {self._timeout}s"
+                        f"could not publish to {pending.topic!r} within {self._timeout}s",
+                        self._publish_error,
                     )
                 )
                 continue
@@ -698,7 +738,7 @@ class RedisEngine(FanoutEngine):
         failures = 0
         while True:
             try:
-                conn = await self._open()
+                conn = await self._open("receiver")
             except _LINK_ERRORS as exc:
                 self._mark_down(exc)
                 failures += 1
@@ -726,9 +766,20 @@ class RedisEngine(FanoutEngine):
     # --- pub/sub ----------------------------------------------------------------------
 
     async def _attach_pubsub(self, sub: Subscription) -> None:
+        new = self._register_wires(sub)
+        if self._link is not None and new:
+            await self._request(self._link, new, subscribe=True)
+        waits = [w.confirmed for w in self._sub_wires[sub] if not w.confirmed.done()]
+        if waits and self._receiver is not None:  # before start, start() subscribes
+            async with asyncio.timeout(self._timeout):
+                for confirmed in waits:
+                    await asyncio.shield(confirmed)
+
+    def _register_wires(self, sub: Subscription) -> list[_Wire]:
+        """Count ``sub`` in the Redis-side subscriptions it needs; returns those it creates."""
         loop = asyncio.get_running_loop()
         wires = self._sub_wires.setdefault(sub, [])
-        waits: list[asyncio.Future[None]] = []
+        new: list[_Wire] = []
         for is_pattern, name, matcher in self.targets(sub):
             raw = name.encode()
             wire = self._wires.get((is_pattern, raw))
@@ -737,19 +788,10 @@ class RedisEngine(FanoutEngine):
                 self._wires[(is_pattern, raw)] = wire
                 if matcher is not None:
                     self._matchers[raw] = matcher
-                wire.refs += 1
-                wires.append(wire)
-                if self._link is not None:
-                    await self._request(self._link, [wire], subscribe=True)
-            else:
-                wire.refs += 1
-                wires.append(wire)
-            if not wire.confirmed.done():
-                waits.append(wire.confirmed)
-        if waits and self._receiver is not None:  # before start, start() subscribes
-            async with asyncio.timeout(self._timeout):
-                for confirmed in waits:
-                    await asyncio.shield(confirmed)
+                new.append(wire)
+            wire.refs += 1
+            wires.append(wire)
+        return new
 
     async def _detach_pubsub(self, sub: Subscription) -> None:
         for wire in self._sub_wires.pop(sub, ()):
@@ -876,7 +918,20 @@ class RedisEngine(FanoutEngine):
         except EventDecodeError as exc:
             self._decode_failed(channel, str(exc))
             return
-        await self.dispatcher.dispatch(event)
+        await self._hand_on(event, None)
+
+    async def _hand_on(self, event: Event, settlement: Callable[[], None] | None) -> None:
+        """Dispatch a received event. Its handlers run in its tenant's context, as they do
+        for a publisher in ``tenant_context`` in this process: a tenant is what crosses the
+        wire of the publisher's context."""
+        if event.tenant is None:
+            await self.dispatcher.dispatch(event, settlement)
+            return
+        token = current_tenant_var.set(event.tenant)
+        try:
+            await self.dispatcher.dispatch(event, settlement)
+        finally:
+            current_tenant_var.reset(token)
 
     # --- streams: subscriptions -------------------------------------------------------
 
@@ -886,6 +941,7 @@ class RedisEngine(FanoutEngine):
         if globs:
             seconds, micros = await self._redis.time()
             self._since[sub] = (seconds * 1000 + micros // 1000, globs)
+            self._maintain_wakeup.set()
         for key in exact:
             await self._join(key, "$")
         if globs:
@@ -917,6 +973,9 @@ class RedisEngine(FanoutEngine):
                     raise
                 if not self.durable_group:
                     await self._redis.xgroup_setid(key, self.group, start)
+                else:
+                    # Entries this consumer left pending while it did not want the key.
+                    self._pending_rereads.add(key.encode())
             self._group_keys.add(key)
             self._keys[key] = key.encode()
             self._keys_updated()
@@ -973,6 +1032,8 @@ class RedisEngine(FanoutEngine):
             await self._join(key, self._start_for(key))
         except _LINK_ERRORS as exc:
             self._mark_down(exc)  # the next discovery joins it
+        except RedisError as exc:
+            logger.warning("redis engine %s cannot read stream %s: %s", self.name, key, exc)
 
     def _keys_updated(self) -> None:
         self._keys_changed.set()
@@ -1013,13 +1074,17 @@ class RedisEngine(FanoutEngine):
         self._reader_id = int(await _call(conn, self._timeout, "CLIENT", "ID"))
         await self._rejoin()
         self._session_ready()
-        await self._read_own_pending(conn)
+        await self._read_own_pending(conn, list(self._keys.values()))
         group, consumer = self.group, self.consumer
         count = self.settings.read_count
         block_ms = int(_STREAM_BLOCK * 1000)
         while True:
             keys = list(self._keys.values())
             self._keys_changed.clear()
+            if self._pending_rereads:
+                rereads = [key for key in keys if key in self._pending_rereads]
+                self._pending_rereads.clear()
+                await self._read_own_pending(conn, rereads)
             if not keys:
                 try:
                     async with asyncio.timeout(self.settings.health_check_interval):
@@ -1068,10 +1133,11 @@ class RedisEngine(FanoutEngine):
                         key,
                     )
 
-    async def _read_own_pending(self, conn: _Link) -> None:
+    async def _read_own_pending(self, conn: _Link, keys: list[bytes]) -> None:
         """Entries Redis delivered to this consumer that it never acknowledged (a reply lost
-        with the connection): read them again, except those still being handled here."""
-        cursors = {raw: b"0" for raw in self._keys.values()}
+        with the connection, an entry of a key it did not want for a while): read them again,
+        except those still being handled here."""
+        cursors = dict.fromkeys(keys, b"0")
         while cursors:
             keys = list(cursors)
             reply = await _call(
@@ -1122,7 +1188,7 @@ class RedisEngine(FanoutEngine):
             self._ack(token)
             return
         self._inflight.add(token)
-        await self.dispatcher.dispatch(event, functools.partial(self._ack, token))
+        await self._hand_on(event, functools.partial(self._ack, token))
 
     # --- streams: acknowledging and maintenance ---------------------------------------
 
@@ -1145,8 +1211,8 @@ class RedisEngine(FanoutEngine):
                 self._ack_wakeup.set()
 
     async def _flush_acks(self) -> None:
-        """XACK what settled; on failure it stays queued (and its entries in flight, so that
-        a re-read after reconnecting does not hand them out twice)."""
+        """XACK what settled. When Redis is unreachable it stays queued, and its entries in
+        flight, so that a re-read after reconnecting does not hand them out twice."""
         while self._acks:
             batch, self._acks = self._acks, []
             by_key: dict[bytes, list[bytes]] = {}
@@ -1157,10 +1223,18 @@ class RedisEngine(FanoutEngine):
                     pipe = self._redis.pipeline(transaction=False)
                     for key, ids in by_key.items():
                         pipe.xack(key, self.group, *ids)
-                    await pipe.execute()
+                    results = await pipe.execute(raise_on_error=False)
             except BaseException:
                 self._acks[:0] = batch
                 raise
+            for key, result in zip(by_key, results, strict=True):
+                if isinstance(result, Exception):  # e.g. the key or group was deleted
+                    logger.warning(
+                        "redis engine %s could not acknowledge entries of %s: %s",
+                        self.name,
+                        key.decode(errors="replace"),
+                        result,
+                    )
             self._inflight.difference_update(batch)
 
     async def _maintain_loop(self) -> None:
@@ -1180,8 +1254,14 @@ class RedisEngine(FanoutEngine):
                     await self._claim()
             except _LINK_ERRORS as exc:
                 self._mark_down(exc)
+            except RedisError as exc:  # e.g. a stream deleted under the group
+                logger.warning("redis engine %s: stream maintenance failed: %s", self.name, exc)
             wake = min(next_claim, next_scan) if self._since else next_claim
-            await asyncio.sleep(max(0.0, wake - loop.time()))
+            # A new pattern subscription wakes the loop: its scans start now.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, wake - loop.time())):
+                    await self._maintain_wakeup.wait()
+            self._maintain_wakeup.clear()
 
     async def _claim(self) -> None:
         idle_ms = int(self.settings.claim_idle * 1000)
@@ -1258,7 +1338,11 @@ async def _close(conn: _Link | None) -> None:
             await conn.disconnect(nowait=True)
 
 
-async def _cancel(task: Awaitable[None] | None) -> None:
-    if isinstance(task, asyncio.Task) and not task.done():
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    """Cancel ``task`` and wait for it; what it raised is taken (and logged if unexpected)."""
+    if task is None:
+        return
+    task.cancel()
+    for result in await asyncio.gather(task, return_exceptions=True):
+        if isinstance(result, Exception):
+            logger.error("redis engine task %s failed: %r", task.get_name(), result)
