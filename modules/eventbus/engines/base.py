@@ -30,7 +30,9 @@ class Engine(ABC):
     for at most ``timeout`` seconds and forgets every subscription; ``start`` may follow.
     """
 
-    capabilities: ClassVar[Capabilities] = Capabilities()
+    # The guarantees of the engine type; an engine whose guarantees depend on its config
+    # (a mode, say) sets its own in ``__init__``.
+    capabilities: Capabilities = Capabilities()
     config_model: ClassVar[type[EngineConfig]] = EngineConfig
 
     def __init__(self, name: str, config: EngineConfig) -> None:

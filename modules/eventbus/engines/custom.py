@@ -29,12 +29,12 @@ class EventFilter(BaseModel):
 
 class CustomEngineConfig(EngineConfig):
     enable_metrics: bool = True
-    metrics_interval: Duration = 60.0
+    metrics_interval: Annotated[Duration, Field(gt=0)] = 60.0
     event_filters: list[EventFilter] = Field(default_factory=list)
 
 
 class CustomEngine(FanoutEngine):
-    capabilities: ClassVar[Capabilities] = Capabilities(patterns=True, ordering=True)
+    capabilities = Capabilities(patterns=True, ordering=True)
     config_model: ClassVar[type[EngineConfig]] = CustomEngineConfig
 
     def __init__(self, name: str, config: EngineConfig) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import ClassVar
 
 from ..event import Event
 from .base import Capabilities, FanoutEngine
@@ -12,9 +11,7 @@ from .base import Capabilities, FanoutEngine
 class MemoryEngine(FanoutEngine):
     """Bounded, ordered per subscription, in this process only."""
 
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        patterns=True, ordering=True, durability=False, cross_process=False
-    )
+    capabilities = Capabilities(patterns=True, ordering=True, durability=False, cross_process=False)
 
     def publish(self, event: Event) -> Awaitable[None]:
         # The dispatcher's coroutine itself: no extra coroutine frame on the hot path.

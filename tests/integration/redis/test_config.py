@@ -72,8 +72,11 @@ async def test_capabilities_follow_the_mode() -> None:
     assert not RedisEngine.capabilities.durability
     pubsub = await configured({"mode": "pubsub"})
     streams = await configured({"mode": "streams"})
+    shared = await configured({"mode": "streams", "groupName": "workers"})
     assert pubsub.capabilities.cross_process and not pubsub.capabilities.durability
-    assert streams.capabilities.cross_process and streams.capabilities.durability
+    # A per-process group is destroyed at a clean stop: only a named group is durable.
+    assert streams.capabilities.cross_process and not streams.capabilities.durability
+    assert shared.capabilities.cross_process and shared.capabilities.durability
 
 
 async def test_explicit_credentials_and_db_win_over_the_url() -> None:
@@ -171,7 +174,7 @@ def test_secrets_are_never_shown() -> None:
         external_broker_url="redis://x:legacy-secret@h:1",
     )
     engine = RedisEngine("r", config)
-    for text in (repr(config), str(config), repr(engine), engine._where):
+    for text in (repr(config), str(config), repr(engine), engine.connections.where):
         assert "url-secret" not in text
         assert "field-secret" not in text
         assert "legacy-secret" not in text

@@ -1,0 +1,441 @@
+"""Streams mode: at-least-once, with one consumer group per engine.
+
+The group is ``groupName`` (shared by every process configured with it, and durable), or by
+default one per process, ``<engine>-<host>-<pid>``, destroyed on a clean stop. An entry is
+acknowledged once every local delivery of it settled (:mod:`.acks`); entries still queued
+at shutdown are not, and come back (pending entries idle for ``claimIdle`` are claimed by a
+live consumer of the group). Pattern subscriptions find their stream keys with SCAN, when
+they subscribe and every ``scanInterval``, and at once when this process publishes to one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections import Counter
+from collections.abc import Coroutine, Iterable
+from typing import Any
+
+from redis.exceptions import RedisError, ResponseError
+
+from ...delivery import Dispatcher
+from ...errors import EventDecodeError
+from ...event import Subscription
+from ...topics import matches
+from .acks import Acknowledgements
+from .channels import Channels
+from .connection import LINK_ERRORS, STREAM_BLOCK, Connections, Link, call, cancel
+from .receiving import Receiver
+
+logger = logging.getLogger(__package__)
+
+# Default group names handed out in this process: a second engine of the same name (two
+# applications in one process, as in tests) must not share, and then destroy, the first's.
+_default_groups: Counter[str] = Counter()
+
+
+def default_group(engine: str) -> str:
+    """A new per-process group name for ``engine``: ``<engine>-<host>-<pid>[-<n>]``."""
+    base = f"{engine}-{socket.gethostname()}-{os.getpid()}"
+    _default_groups[base] += 1
+    count = _default_groups[base]
+    return base if count == 1 else f"{base}-{count}"
+
+
+def consumer_name() -> str:
+    """A consumer name of this process, unique to one engine instance."""
+    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
+
+
+class StreamsReceiver(Receiver):
+    """The stream reader, the stream keys it reads in the engine's group, and their upkeep."""
+
+    def __init__(
+        self,
+        connections: Connections,
+        channels: Channels,
+        dispatcher: Dispatcher,
+        *,
+        group: str,
+        consumer: str,
+        durable: bool,
+    ) -> None:
+        super().__init__(connections, channels, dispatcher)
+        self.group = group
+        self.consumer = consumer
+        self.durable = durable  # a shared, named group: others may read what this one skips
+        self.reader_id: int | None = None  # the reader's CLIENT ID, to unblock it
+        self._reader_blocked = False
+        self._acks = Acknowledgements(connections, group)
+        self._keys: dict[str, bytes] = {}  # the stream keys the reader reads
+        self._keys_changed = asyncio.Event()
+        self._joining: dict[str, asyncio.Future[None]] = {}
+        self._group_keys: set[str] = set()
+        self._since: dict[Subscription, tuple[int, list[str]]] = {}  # pattern sub -> (ms, globs)
+        self._unwanted: set[str] = set()
+        self._pending_rereads: set[bytes] = set()  # keys whose own pending entries to re-read
+        self._maintain_wakeup = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = {loop.create_task(self._acks.run()), loop.create_task(self._maintain())}
+        await super().start()
+        # Subscriptions made before start (or kept through a start that failed).
+        self._since.clear()
+        for sub in list(self.dispatcher.subscriptions.items()):
+            await self._follow(sub)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            await cancel(task)
+        self._tasks.clear()
+        if self.connections.control is not None:
+            try:
+                await self._acks.flush()
+            except (RedisError, *LINK_ERRORS) as exc:
+                logger.warning(
+                    "redis engine %s could not acknowledge %d entries at stop (they will be "
+                    "delivered again): %s",
+                    self.name,
+                    self._acks.queued,
+                    exc,
+                )
+            await self._leave_groups()
+        self._keys.clear()
+        self._joining.clear()
+        self._group_keys.clear()
+        self._since.clear()
+        self._unwanted.clear()
+        self._acks.clear()
+        self._pending_rereads.clear()
+
+    # --- subscriptions: the keys read -------------------------------------------------
+
+    async def attach(self, sub: Subscription) -> None:
+        self._unwanted.clear()
+        if self.running:  # before start, start() follows it
+            await self._follow(sub)
+
+    async def detach(self, sub: Subscription) -> None:
+        self._since.pop(sub, None)
+        self._unwanted.clear()
+        route = self.channels.route
+        dropped = [key for key in self._keys if not self._wanted(route(self._keys[key]))]
+        for key in dropped:
+            del self._keys[key]
+        if dropped:
+            self._keys_updated()
+
+    def published(self, key: str) -> None:
+        """Join ``key`` now if a pattern subscription wants it, rather than at the next
+        discovery."""
+        if not self._since or key in self._keys or key in self._unwanted or key in self._joining:
+            return
+        if not self._wanted(self.channels.route(key.encode())):
+            self._unwanted.add(key)
+            return
+        self._spawn(self._join_quietly(key))
+
+    async def _follow(self, sub: Subscription) -> None:
+        """Read the streams ``sub`` wants: its exact key from now on, the keys of its pattern
+        from the moment it subscribed."""
+        targets = self.channels.targets(sub)
+        exact = [name for is_pattern, name, _ in targets if not is_pattern]
+        globs = [name for is_pattern, name, _ in targets if is_pattern]
+        if globs:
+            seconds, micros = await self.connections.control.time()
+            self._since[sub] = (seconds * 1000 + micros // 1000, globs)
+            self._maintain_wakeup.set()
+        for key in exact:
+            await self._join(key, "$")
+        if globs:
+            await self._discover(globs)
+
+    async def _join(self, key: str, start: str) -> None:
+        """Read ``key`` from now on, in the engine's group, from ``start`` if the group is new
+        (a per-process group that stopped reading the key is moved to ``start``)."""
+        while key in self._joining:
+            await asyncio.shield(self._joining[key])
+        if key in self._keys:
+            return
+        done = asyncio.get_running_loop().create_future()
+        self._joining[key] = done
+        control = self.connections.control
+        try:
+            try:
+                await control.xgroup_create(key, self.group, start, mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+                if not self.durable:
+                    await control.xgroup_setid(key, self.group, start)
+                else:
+                    # Entries this consumer left pending while it did not want the key.
+                    self._pending_rereads.add(key.encode())
+            self._group_keys.add(key)
+            self._keys[key] = key.encode()
+            self._keys_updated()
+        finally:
+            del self._joining[key]
+            done.set_result(None)
+
+    async def _join_quietly(self, key: str) -> None:
+        try:
+            await self._join(key, self._start_for(key))
+        except LINK_ERRORS as exc:
+            self.connections.mark_down(exc)  # the next discovery joins it
+        except RedisError as exc:
+            logger.warning("redis engine %s cannot read stream %s: %s", self.name, key, exc)
+
+    def _start_for(self, key: str) -> str:
+        """Where a pattern subscription starts reading a key it found: at the moment the
+        earliest of the subscriptions that want it subscribed."""
+        route = self.channels.route(key.encode())
+        since = [
+            ms
+            for sub, (ms, _) in self._since.items()
+            if matches(sub.topic, route.topic) and sub.accepts(route.tenant)
+        ]
+        return f"{min(since)}-0" if since else "$"
+
+    async def _discover(self, globs: Iterable[str] | None = None) -> None:
+        """Join the existing streams that pattern subscriptions want."""
+        if globs is None:
+            globs = {glob for _, found in self._since.values() for glob in found}
+        for glob in globs:
+            cursor = 0
+            while True:
+                cursor, found = await self.connections.control.scan(
+                    cursor, match=glob, count=1000, _type="stream"
+                )
+                for raw in found:
+                    key = raw.decode(errors="replace")
+                    if key not in self._keys and self._wanted(self.channels.route(raw)):
+                        await self._join(key, self._start_for(key))
+                if not cursor:
+                    break
+
+    def _keys_updated(self) -> None:
+        self._keys_changed.set()
+        reader_id = self.reader_id
+        if self._reader_blocked and reader_id is not None and self.connections.control is not None:
+            # Wake the reader from its blocking read, so that it reads the new key set now.
+            self._spawn(self._unblock(reader_id))
+
+    async def _unblock(self, reader_id: int) -> None:
+        with contextlib.suppress(*LINK_ERRORS):
+            await self.connections.control.client_unblock(reader_id)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _leave_groups(self) -> None:
+        """A per-process group goes; in a shared group, this consumer goes if it holds
+        nothing pending (what it holds is claimed by the others)."""
+        control = self.connections.control
+        for key in sorted(self._group_keys):
+            try:
+                async with asyncio.timeout(self._timeout):
+                    if not self.durable:
+                        await control.xgroup_destroy(key, self.group)
+                    elif not await control.xpending_range(
+                        key, self.group, "-", "+", 1, consumername=self.consumer
+                    ):
+                        await control.xgroup_delconsumer(key, self.group, self.consumer)
+            except (TimeoutError, *LINK_ERRORS) as exc:
+                logger.warning(
+                    "redis engine %s could not leave group %s on %s: %s",
+                    self.name,
+                    self.group,
+                    key,
+                    exc,
+                )
+
+    # --- reading ----------------------------------------------------------------------
+
+    async def _session(self, conn: Link) -> None:
+        self.reader_id = int(await call(conn, self._timeout, "CLIENT", "ID"))
+        try:
+            await self._rejoin()
+            self._session_ready()
+            await self._read_own_pending(conn, list(self._keys.values()))
+            await self._read(conn)
+        finally:
+            self.reader_id = None
+
+    async def _read(self, conn: Link) -> None:
+        """Read new entries of the keys, blocking for at most ``STREAM_BLOCK`` at a time."""
+        group, consumer = self.group, self.consumer
+        count = self.settings.read_count
+        block_ms = int(STREAM_BLOCK * 1000)
+        command = ("XREADGROUP", "GROUP", group, consumer, "COUNT", count, "BLOCK", block_ms)
+        while True:
+            keys = list(self._keys.values())
+            self._keys_changed.clear()
+            if self._pending_rereads:
+                rereads = [key for key in keys if key in self._pending_rereads]
+                self._pending_rereads.clear()
+                await self._read_own_pending(conn, rereads)
+            if not keys:
+                try:
+                    async with asyncio.timeout(self.settings.health_check_interval):
+                        await self._keys_changed.wait()
+                except TimeoutError:
+                    await call(conn, self._timeout, "PING")
+                continue
+            self._reader_blocked = True
+            try:
+                reply = await call(
+                    conn,
+                    STREAM_BLOCK + self._timeout,
+                    *command,
+                    "STREAMS",
+                    *keys,
+                    *(">",) * len(keys),
+                )
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                logger.warning("redis engine %s: %s; creating the group again", self.name, exc)
+                await self._rejoin(force=True)
+                continue
+            finally:
+                self._reader_blocked = False
+            for key, entries in reply or ():
+                for entry_id, fields in entries:
+                    await self._entry(key, entry_id, fields)
+
+    async def _rejoin(self, force: bool = False) -> None:
+        """After a reconnection: make sure the group still exists on every key read (a
+        restarted Redis without persistence lost them)."""
+        for key in list(self._keys):
+            try:
+                await self.connections.control.xgroup_create(key, self.group, "$", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+            else:
+                if not force:
+                    logger.warning(
+                        "redis engine %s: group %s was gone from %s; created it again",
+                        self.name,
+                        self.group,
+                        key,
+                    )
+
+    async def _read_own_pending(self, conn: Link, keys: list[bytes]) -> None:
+        """Entries Redis delivered to this consumer that it never acknowledged (a reply lost
+        with the connection, an entry of a key it did not want for a while): read them again,
+        except those still being handled here."""
+        cursors = dict.fromkeys(keys, b"0")
+        while cursors:
+            keys = list(cursors)
+            reply = await call(
+                conn,
+                self._timeout,
+                "XREADGROUP",
+                "GROUP",
+                self.group,
+                self.consumer,
+                "COUNT",
+                self.settings.read_count,
+                "STREAMS",
+                *keys,
+                *(cursors[k] for k in keys),
+            )
+            progressed = set()
+            for key, entries in reply or ():
+                if entries:
+                    progressed.add(key)
+                    cursors[key] = entries[-1][0]
+                    for entry_id, fields in entries:
+                        await self._entry(key, entry_id, fields)
+            cursors = {k: v for k, v in cursors.items() if k in progressed}
+
+    async def _entry(self, key: bytes, entry_id: bytes, fields: Any) -> None:
+        """Hand one stream entry to the local fan-out; it is acknowledged once settled."""
+        token = (key, entry_id)
+        if self._acks.in_flight(token):
+            return
+        route = self.channels.route(key)
+        if route.error is not None:
+            self._decode_failed(key, route.error)
+            self._acks.ack(token)
+            return
+        if not self._wanted(route):
+            if not self.durable:  # nobody else reads this group
+                self._acks.ack(token)
+            return  # in a shared group, left pending for a consumer that wants it
+        data = _event_field(fields)
+        if data is None:
+            self._decode_failed(key, f"entry {entry_id.decode()} has no 'event' field")
+            self._acks.ack(token)
+            return
+        try:
+            event = self._decode_at(route, data)
+        except EventDecodeError as exc:
+            self._decode_failed(key, f"entry {entry_id.decode()}: {exc}")
+            self._acks.ack(token)
+            return
+        await self._hand_on(event, self._acks.hand_out(token))
+
+    # --- upkeep -----------------------------------------------------------------------
+
+    async def _maintain(self) -> None:
+        """Discover pattern streams every ``scanInterval``; claim entries left pending by
+        consumers that went away, every half ``claimIdle``."""
+        loop = asyncio.get_running_loop()
+        claim_every = min(max(self.settings.claim_idle / 2, 0.05), 30.0)
+        next_scan = next_claim = loop.time()
+        while True:
+            now = loop.time()
+            try:
+                if self._since and now >= next_scan:
+                    next_scan = now + self.settings.scan_interval
+                    await self._discover()
+                if now >= next_claim:
+                    next_claim = now + claim_every
+                    await self._claim()
+            except LINK_ERRORS as exc:
+                self.connections.mark_down(exc)
+            except RedisError as exc:  # e.g. a stream deleted under the group
+                logger.warning("redis engine %s: stream maintenance failed: %s", self.name, exc)
+            wake = min(next_claim, next_scan) if self._since else next_claim
+            # A new pattern subscription wakes the loop: its scans start now.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, wake - loop.time())):
+                    await self._maintain_wakeup.wait()
+            self._maintain_wakeup.clear()
+
+    async def _claim(self) -> None:
+        idle_ms = int(self.settings.claim_idle * 1000)
+        for key, raw in list(self._keys.items()):
+            cursor: Any = "0-0"
+            for _ in range(100):  # bounded work per round; the next round continues
+                cursor, entries, *_ = await self.connections.control.xautoclaim(
+                    key, self.group, self.consumer, idle_ms, cursor, count=self.settings.read_count
+                )
+                for entry_id, fields in entries:
+                    await self._entry(raw, entry_id, fields)
+                if cursor in (b"0-0", "0-0"):
+                    break
+
+
+def _event_field(fields: Any) -> bytes | None:
+    """The ``event`` field of an entry: a flat [field, value, ...] list from a raw read, a
+    dict from redis-py's parsed replies, None for an entry deleted meanwhile."""
+    if isinstance(fields, dict):
+        value = fields.get(b"event")
+        return value if isinstance(value, bytes) else None
+    if isinstance(fields, list):
+        for i in range(0, len(fields) - 1, 2):
+            if fields[i] == b"event":
+                value = fields[i + 1]
+                return value if isinstance(value, bytes) else None
+    return None
