@@ -370,3 +370,22 @@ async def test_a_new_reader_connection_hands_out_nothing_still_being_handled(
             return await pending(redis_client, key, engine.group) == 0
 
         await wait_until(acknowledged)
+
+
+async def test_stop_always_returns_promptly(prefix: str) -> None:
+    # Regression: a cancellation lost inside redis-py (asyncio.wait_for on Python 3.11) left a
+    # stream loop running and stop() waiting for it forever.
+    for round_ in range(15):
+        got = Collector()
+        app = Application(bus_settings(streams(prefix)), envvar_prefix=None)
+        app.register_module(EventBusModule())
+        await app.start()
+        bus = app.get_service("eventbus.provider", EventBusModule)
+        subs = [await bus.subscribe("audit.*", got), await bus.subscribe_async("other.*", got)]
+        await bus.publish("audit.login", round_)
+        await bus.publish("other.login", round_)
+        await got.wait_for(2)
+        for sub in subs:
+            await sub.cancel()
+        async with asyncio.timeout(15):  # a hang fails here, with TimeoutError
+            await app.stop()
