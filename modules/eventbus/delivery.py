@@ -42,7 +42,7 @@ from .topics import TopicIndex
 logger = logging.getLogger("modules.eventbus.delivery")
 
 
-YIELD_EVERY = 32  # direct hand-overs between two yields of a publisher
+YIELD_EVERY = 64  # direct hand-overs between two yields of a publisher
 
 
 class DeliveryMode(StrEnum):
@@ -317,11 +317,9 @@ class Dispatcher:
         # ordered subscriptions whose handler is a plain function (see _hand_over)
         self._direct: set[Subscription] = set()
         self._handed_over = 0
-        # (topic, tenant) -> where an event goes: (subscription, its mailbox, direct); cleared
+        # (topic, tenant) -> where an event goes: (subscription, its mailbox) pairs; cleared
         # on any change of subscriptions
-        self._targets: dict[
-            tuple[str, str | None], tuple[tuple[Subscription, Mailbox, bool], ...]
-        ] = {}
+        self._targets: dict[tuple[str, str | None], tuple[tuple[Subscription, Mailbox], ...]] = {}
 
     # --- subscriptions ------------------------------------------------------------------
 
@@ -383,8 +381,8 @@ class Dispatcher:
             start = self._turn % count
             self._turn += 1
         for i in range(count):
-            sub, mailbox, direct = targets[(start + i) % count]
-            if direct and not mailbox.items and mailbox.getters:
+            sub, mailbox = targets[(start + i) % count]
+            if not mailbox.items and sub in self._direct and not mailbox.closed:
                 self._hand_over(sub, event, ctx, settle, mailbox)
                 self._handed_over += 1
                 if self._handed_over >= YIELD_EVERY:
@@ -407,8 +405,8 @@ class Dispatcher:
         mailbox: Mailbox,
     ) -> None:
         """Run a plain-function handler right here. Its subscription's queue is empty and its
-        consumer parked, so order and one-at-a-time hold, and the event skips a queue round
-        trip (a plain function cannot suspend, so it would block the loop wherever it ran)."""
+        consumer cannot be inside the handler (a plain function cannot suspend), so order and
+        one-at-a-time hold, and the event skips a queue round trip."""
         try:
             result = invoke(sub, event, ctx)
         except Exception as exc:
@@ -420,17 +418,14 @@ class Dispatcher:
         # A plain function that returned an awaitable: its consumer awaits that, and the
         # subscription is queued from now on.
         self._direct.discard(sub)
-        self._targets.clear()
         self._pending += 1
         mailbox.items.append((sub, event, ctx, settle, result))
         _wake(mailbox.getters)
 
-    def _resolve(
-        self, key: tuple[str, str | None]
-    ) -> tuple[tuple[Subscription, Mailbox, bool], ...]:
+    def _resolve(self, key: tuple[str, str | None]) -> tuple[tuple[Subscription, Mailbox], ...]:
         topic, tenant = key
         targets = tuple(
-            (sub, self._pool if sub.is_async else self._mailboxes[sub], sub in self._direct)
+            (sub, self._pool if sub.is_async else self._mailboxes[sub])
             for sub in self.subscriptions.resolve(topic)
             if sub.accepts(tenant)
         )
@@ -443,7 +438,7 @@ class Dispatcher:
         mode = self.policy.mode
         if mode is DeliveryMode.DROP:
             await asyncio.sleep(0)  # consumers ready to run get the CPU before we decide
-            if mailbox.offer(item):
+            if self._place(mailbox, item):
                 return
         elif mode is DeliveryMode.BLOCK:
             if await self._wait_for_room(mailbox, item):
@@ -457,13 +452,22 @@ class Dispatcher:
                 pass
         self._drop(item)
 
-    @staticmethod
-    async def _wait_for_room(mailbox: Mailbox, item: _Item) -> bool:
-        while not mailbox.offer(item):
+    async def _wait_for_room(self, mailbox: Mailbox, item: _Item) -> bool:
+        while not self._place(mailbox, item):
             if mailbox.closed:
                 return False
             await mailbox.room()
         return True
+
+    def _place(self, mailbox: Mailbox, item: _Item) -> bool:
+        """After a wait: hand the event over if its subscription has gone idle meanwhile (so
+        that a publisher that once outran it returns to direct hand-overs), else queue it."""
+        sub, event, ctx, settle, _ = item
+        if not mailbox.items and sub in self._direct and not mailbox.closed:
+            self._pending -= 1
+            self._hand_over(sub, event, ctx, settle, mailbox)
+            return True
+        return mailbox.offer(item)
 
     # --- consumers ----------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from modular import current_tenant, tenant_context
 from modules.eventbus import Event, EventBusModule
+from modules.eventbus.delivery import YIELD_EVERY
 from tests.helpers import wait_for
 from tests.unit.eventbus.conftest import MakeBus
 
@@ -572,3 +573,43 @@ async def test_unsubscribed_async_subscription_gets_nothing_still_queued(
     assert seen == []
     delivered, dropped = bus.stats()
     assert (delivered, dropped) == (1, 5)
+
+
+async def test_a_tight_publish_loop_to_plain_handlers_still_lets_other_tasks_run(
+    make_bus: MakeBus,
+) -> None:
+    harness = await make_bus()
+    bus = harness.bus
+    seen: list[int] = []
+    await bus.subscribe("tick", lambda event: seen.append(event.payload))
+    ticks = 0
+
+    async def other_task() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_task())
+    await asyncio.sleep(0)
+    before = ticks
+    await publish_all(bus, "tick", 1000)
+    other.cancel()
+    assert seen == list(range(1000))
+    assert ticks - before >= 1000 // YIELD_EVERY - 1  # the publisher yielded now and then
+
+
+async def test_a_plain_function_returning_a_coroutine_keeps_order(make_bus: MakeBus) -> None:
+    harness = await make_bus()
+    bus = harness.bus
+    seen: list[int] = []
+
+    async def record(event: Event) -> None:
+        await asyncio.sleep(0)  # suspends: the next event must still wait its turn
+        seen.append(event.payload)
+
+    await bus.subscribe("job", lambda event: record(event))
+    await publish_all(bus, "job", 50)
+    await wait_for(lambda: len(seen) == 50)
+    assert seen == list(range(50))
+    assert bus.stats() == (50, 0)
