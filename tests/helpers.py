@@ -1,9 +1,17 @@
-"""Helpers shared by every test package: waiting on a condition, a clock tests control."""
+"""Helpers shared by every test package: waiting on a condition, recording handlers, a clock
+tests control."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
+
+from modules.eventbus import Event
+
+# Broker round trips on a busy 2-core machine can take a while; a deadline only bounds a
+# failure, a passing test never waits for it.
+DEADLINE = 15.0
 
 
 async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
@@ -18,6 +26,47 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, what: st
         if loop.time() > deadline:
             raise AssertionError(f"not reached within {timeout}s: {what or predicate}")
         await asyncio.sleep(0.005)
+
+
+class Recorder:
+    """A plain-function handler that keeps every event it is given."""
+
+    def __init__(self, name: str = "handler") -> None:
+        self.name = name
+        self.events: list[Event] = []
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)
+
+    @property
+    def payloads(self) -> list[Any]:
+        return [e.payload for e in self.events]
+
+    @property
+    def topics(self) -> list[str]:
+        return [e.topic for e in self.events]
+
+    async def wait_count(self, count: int, timeout: float = DEADLINE) -> None:
+        await wait_for(
+            lambda: len(self.events) >= count,
+            timeout,
+            f"{self.name} to receive {count} events (has {len(self.events)}: {self.topics})",
+        )
+
+    async def wait_payload(self, payload: Any, timeout: float = DEADLINE) -> None:
+        await wait_for(
+            lambda: payload in self.payloads,
+            timeout,
+            f"{self.name} to receive payload {payload!r} (has {self.payloads})",
+        )
+
+
+class AsyncRecorder(Recorder):
+    """An ``async def`` handler that suspends once, then keeps the event."""
+
+    async def __call__(self, event: Event) -> None:  # type: ignore[override]
+        await asyncio.sleep(0)
+        self.events.append(event)
 
 
 class FakeClock:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from modules.eventbus import EventBusModule
+from tests.helpers import DEADLINE, AsyncRecorder, Recorder, wait_for
 
-from .helpers import AsyncRecorder, Recorder, requires, wait_for
+from .helpers import requires
 
 # JSON only: broker engines carry payloads through the wire codec.
 PAYLOAD: dict[str, Any] = {
@@ -165,5 +166,5 @@ async def test_topics_and_subscriber_counts(bus: EventBusModule) -> None:
     assert bus.engine("main").subscriber_count("user.created") == 2
 
     await bus.unsubscribe(first)
-    await wait_for(lambda: bus.subscriber_count("user.created") == 1, "the count to drop")
+    await wait_for(lambda: bus.subscriber_count("user.created") == 1, DEADLINE, "the count to drop")
     assert bus.engine("main").subscriber_count("user.created") == 1

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from modular import tenant_context
 from modules.eventbus import DeliveryStats, EventBusModule
+from tests.helpers import DEADLINE, Recorder, wait_for
 
 from .conftest import ENGINE, ContractEnv
-from .helpers import Recorder, requires, wait_for
+from .helpers import requires
 
 
 async def test_tenant_subscription_never_sees_another_tenants_event(
@@ -84,7 +85,7 @@ async def test_stats_count_deliveries_and_failures(bus: EventBusModule) -> None:
         await bus.publish("counted", {"i": i})
 
     await received.wait_count(5)
-    await wait_for(lambda: bus.stats() == (10, 0), f"stats (10, 0), got {bus.stats()}")
+    await wait_for(lambda: bus.stats() == (10, 0), DEADLINE, f"stats (10, 0), got {bus.stats()}")
     stats = bus.per_engine_stats()[ENGINE]
     assert isinstance(stats, DeliveryStats)
     assert (stats.delivered, stats.dropped, stats.failed) == (10, 0, 5)
@@ -109,6 +110,7 @@ async def test_undecodable_message_is_counted_and_not_fatal(
     await received.wait_payload({"ok": True})
     await wait_for(
         lambda: bus.per_engine_stats()[ENGINE].decode_errors == 2,
+        DEADLINE,
         f"2 decode errors, got {bus.per_engine_stats()[ENGINE]}",
     )
     stats = bus.per_engine_stats()[ENGINE]

@@ -17,7 +17,6 @@ import redis.asyncio as aioredis
 from modular import Application
 from modules.eventbus import Event, EventBusModule
 from modules.eventbus.engines.redis import RedisEngine
-from tests.helpers import wait_for
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 ENGINE = "r"
@@ -47,31 +46,6 @@ def engine_of(bus: EventBusModule) -> RedisEngine:
     engine = bus.engine(ENGINE)
     assert isinstance(engine, RedisEngine)
     return engine
-
-
-class Collector:
-    """A handler that records the events it receives."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    def __call__(self, event: Event) -> None:
-        self.events.append(event)
-
-    @property
-    def payloads(self) -> list[Any]:
-        return [e.payload for e in self.events]
-
-    @property
-    def topics(self) -> list[str]:
-        return [e.topic for e in self.events]
-
-    async def wait_for(self, count: int, timeout: float = 10.0) -> None:
-        await wait_for(
-            lambda: len(self.events) >= count,
-            timeout,
-            f"{count} events (got {len(self.events)}: {self.topics})",
-        )
 
 
 async def check_redis(url: str = REDIS_URL) -> aioredis.Redis:

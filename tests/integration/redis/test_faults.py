@@ -13,10 +13,9 @@ from modular import Application, validate_section
 from modules.eventbus import EngineUnavailableError, Event, EventBusModule, Subscription
 from modules.eventbus.codec import encode
 from modules.eventbus.engines.redis import RedisEngine, RedisEngineConfig
-from tests.helpers import wait_for
+from tests.helpers import Recorder, wait_for
 
 from .helpers import (
-    Collector,
     RedisServer,
     bus_settings,
     counted,
@@ -59,11 +58,11 @@ async def test_pubsub_reconnects_and_resubscribes(
         running_bus(fast(server.url)) as bus,
     ):
         engine = engine_of(bus)
-        exact, pattern = Collector(), Collector()
+        exact, pattern = Recorder(), Recorder()
         await bus.subscribe("job.done", exact)
         await bus.subscribe("job.*", pattern)
         await bus.publish("job.done", {"phase": "before"})
-        await exact.wait_for(1)
+        await exact.wait_count(1)
         assert engine.stats().reconnects == 0
 
         server.kill()
@@ -73,8 +72,8 @@ async def test_pubsub_reconnects_and_resubscribes(
         await server.start()
         await wait_for(lambda: engine.stats().reconnects >= 1, 15, "the engine reconnected")
         await bus.publish("job.done", {"phase": "after"})
-        await exact.wait_for(2)
-        await pattern.wait_for(2)
+        await exact.wait_count(2)
+        await pattern.wait_count(2)
         assert exact.payloads == [{"phase": "before"}, {"phase": "after"}]
         assert pattern.payloads == [{"phase": "before"}, {"phase": "after"}]
         assert engine.stats().reconnects == 1
@@ -98,7 +97,7 @@ async def test_streams_lose_nothing_acknowledged_and_handle_nothing_twice(tmp_pa
         async with running_bus(fast(server.url, mode="streams", claimIdle="2s")) as bus:
             engine = engine_of(bus)
             await bus.subscribe("order.*", handler)
-            await bus.subscribe("order.placed", Collector())  # exact and pattern on one key
+            await bus.subscribe("order.placed", Recorder())  # exact and pattern on one key
             sent = [await bus.publish("order.placed", {"n": i}) for i in range(20)]
             await wait_for(lambda: len(handled) == 10, 10, "the first half handled")
 
@@ -150,7 +149,7 @@ async def test_a_start_that_failed_can_be_retried(tmp_path: Path, mode: str) -> 
     server = RedisServer(tmp_path, persistent=False)
     settings = validate_section(RedisEngineConfig, fast(server.url, mode=mode), "redis")
     engine = RedisEngine("r", settings)
-    got = Collector()
+    got = Recorder()
     await engine.subscribe(Subscription("s1", "early.*", got, is_async=False))
     with pytest.raises(EngineUnavailableError, match="cannot reach Redis"):
         await engine.start()
@@ -158,7 +157,7 @@ async def test_a_start_that_failed_can_be_retried(tmp_path: Path, mode: str) -> 
     try:
         await engine.start()
         await engine.publish(Event("e1", "early.bird", {"ok": True}, {}, 0.0, "test"))
-        await got.wait_for(1)
+        await got.wait_count(1)
         assert got.payloads == [{"ok": True}]
     finally:
         await engine.stop(1.0)
@@ -174,7 +173,7 @@ async def test_a_subscribe_during_an_outage_returns_once_redis_confirmed_it(
     ):
         engine = engine_of(bus)
         server.kill()
-        got = Collector()
+        got = Recorder()
         subscribing = asyncio.ensure_future(bus.subscribe("late.topic", got))
         await wait_for(lambda: engine.subscriber_count("late.topic") == 1, 5, "registered")
         assert not subscribing.done(), "subscribe returned while Redis was down"
@@ -187,7 +186,7 @@ async def test_a_subscribe_during_an_outage_returns_once_redis_confirmed_it(
         finally:
             await client.aclose()
         assert receivers == 1
-        await got.wait_for(1)
+        await got.wait_count(1)
 
 
 def encode_event(topic: str) -> bytes:

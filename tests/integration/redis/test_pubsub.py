@@ -22,11 +22,10 @@ from modules.eventbus import (
 )
 from modules.eventbus.codec import encode
 from modules.eventbus.engines.redis import RedisEngine, glob_escape
-from tests.helpers import wait_for
+from tests.helpers import Recorder, wait_for
 
 from .helpers import (
     REDIS_URL,
-    Collector,
     bus_settings,
     close_pubsub,
     delete_keys,
@@ -60,7 +59,7 @@ async def numsub(client: aioredis.Redis, channel: str) -> int:
 
 async def test_exact_and_pattern_subscriptions_each_receive_an_event_once(prefix: str) -> None:
     async with running_bus(pubsub(prefix)) as bus:
-        exact, pattern, everything = Collector(), Collector(), Collector()
+        exact, pattern, everything = Recorder(), Recorder(), Recorder()
         await bus.subscribe("user.created", exact)
         await bus.subscribe("user.*", pattern)
         await bus.subscribe("*", everything)
@@ -69,7 +68,7 @@ async def test_exact_and_pattern_subscriptions_each_receive_an_event_once(prefix
         await bus.publish("order.placed", {"n": 3})
         # One connection delivers in order: once the last event arrived, all earlier did.
         await bus.publish("zz.end", None)
-        await everything.wait_for(4)
+        await everything.wait_count(4)
         assert exact.payloads == [{"n": 1}]
         assert pattern.topics == ["user.created", "user.deleted"]
         assert everything.topics == ["user.created", "user.deleted", "order.placed", "zz.end"]
@@ -80,7 +79,7 @@ async def test_exact_and_pattern_subscriptions_each_receive_an_event_once(prefix
 
 async def test_the_received_event_is_the_published_one(prefix: str) -> None:
     async with running_bus(pubsub(prefix), source="billing") as bus:
-        got = Collector()
+        got = Recorder()
         await bus.subscribe("invoice.paid", got)
         sent = await bus.publish(
             "invoice.paid",
@@ -88,7 +87,7 @@ async def test_the_received_event_is_the_published_one(prefix: str) -> None:
             metadata={"k": "v", "trace-id": "t"},
             partition_key="7",
         )
-        await got.wait_for(1)
+        await got.wait_count(1)
         [event] = got.events
         assert event.id == sent.id
         assert event.payload == {"amount": 12.5}
@@ -103,14 +102,14 @@ async def test_subscribe_returns_once_redis_confirmed_it(
 ) -> None:
     """An event published right after subscribe returned, by another connection, arrives."""
     async with running_bus(pubsub(prefix)) as bus:
-        got = Collector()
+        got = Recorder()
         for i in range(20):
             await bus.subscribe(f"fresh{i}.*" if i % 2 else f"fresh{i}", got)
             await redis_client.publish(
                 f"{prefix}fresh{i}" + (".x" if i % 2 else ""),
                 cloud_event(f"fresh{i}" + (".x" if i % 2 else "")),
             )
-        await got.wait_for(20)
+        await got.wait_count(20)
         assert len(got.events) == 20
 
 
@@ -120,8 +119,8 @@ async def test_redis_subscription_follows_the_first_and_last_local_one(
     channel = f"{prefix}user.created"
     async with running_bus(pubsub(prefix)) as bus:
         assert await numsub(redis_client, channel) == 0
-        first = await bus.subscribe("user.created", Collector())
-        second = await bus.subscribe("user.created", Collector())
+        first = await bus.subscribe("user.created", Recorder())
+        second = await bus.subscribe("user.created", Recorder())
         assert await numsub(redis_client, channel) == 1  # one connection, shared
         await bus.unsubscribe(first)
         await bus.publish("user.created", None)  # a round trip after the unsubscribe call
@@ -132,11 +131,11 @@ async def test_redis_subscription_follows_the_first_and_last_local_one(
             return await numsub(redis_client, channel) == 0
 
         await wait_for_async(gone)
-        again = Collector()
+        again = Recorder()
         await bus.subscribe("user.created", again)
         assert await numsub(redis_client, channel) == 1
         await bus.publish("user.created", {"again": True})
-        await again.wait_for(1)
+        await again.wait_count(1)
 
 
 async def wait_for_async(check: Any, timeout: float = 5.0) -> None:
@@ -156,9 +155,9 @@ async def test_one_pubsub_connection_per_engine(prefix: str, redis_client: aiore
     async with app:
         bus = app.get_service("eventbus.provider", EventBusModule)
         for topic in ("a.one", "a.two", "b.*", "*"):
-            await bus.subscribe(topic, Collector())
+            await bus.subscribe(topic, Recorder())
         with tenant_context("acme"):
-            await bus.subscribe("c.*", Collector())
+            await bus.subscribe("c.*", Recorder())
         await bus.publish("a.one", None)
         clients = [
             c for c in await redis_client.client_list() if c["name"].startswith(f"eventbus-{name}-")
@@ -175,7 +174,7 @@ async def test_tenants_are_isolated_on_the_wire(prefix: str, redis_client: aiore
     raw = redis_client.pubsub()
     await raw.psubscribe(f"{glob_escape(prefix)}*")
     async with running_bus(pubsub(prefix)) as bus:
-        untenanted, acme, globex, every_tenant = Collector(), Collector(), Collector(), Collector()
+        untenanted, acme, globex, every_tenant = Recorder(), Recorder(), Recorder(), Recorder()
         await bus.subscribe("*", untenanted)
         await bus.subscribe("user.*", every_tenant, all_tenants=True)
         await bus.for_tenant("acme").subscribe("*", acme)
@@ -183,9 +182,9 @@ async def test_tenants_are_isolated_on_the_wire(prefix: str, redis_client: aiore
 
         sent = await bus.for_tenant("acme").publish("user.created", {"secret": "acme"})
         await bus.publish("user.created", {"public": True})
-        await untenanted.wait_for(1)
-        await acme.wait_for(1)
-        await every_tenant.wait_for(2)
+        await untenanted.wait_count(1)
+        await acme.wait_count(1)
+        await every_tenant.wait_count(2)
 
         assert acme.payloads == [{"secret": "acme"}]
         assert acme.events[0].tenant == "acme"
@@ -224,15 +223,15 @@ async def test_glob_characters_of_the_prefix_are_literal(redis_client: aioredis.
     prefix = f"test-{uuid.uuid4().hex[:8]}-[ab]*?:"
     try:
         async with running_bus(pubsub(prefix)) as bus:
-            got = Collector()
+            got = Recorder()
             await bus.subscribe("user.*", got)
             # Matched by the pattern were its '[ab]', '*' and '?' globbing:
             lookalike = prefix.replace("[ab]*?", "a-anything!")
             await redis_client.publish(f"{lookalike}user.x", cloud_event("user.x"))
             await bus.publish("user.real", {"ok": True})
-            await got.wait_for(1)
+            await got.wait_count(1)
             await bus.publish("user.end", None)
-            await got.wait_for(2)
+            await got.wait_count(2)
             assert got.topics == ["user.real", "user.end"]
             assert engine_of(bus).stats().decode_errors == 0
     finally:
@@ -244,7 +243,7 @@ async def test_undecodable_messages_are_counted_logged_once_and_skipped(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="modules.eventbus.engines.redis")
     async with running_bus(pubsub(prefix)) as bus:
-        got = Collector()
+        got = Recorder()
         await bus.subscribe("job.*", got)
         await bus.for_tenant("acme").subscribe("job.*", got)
         garbage = [
@@ -259,7 +258,7 @@ async def test_undecodable_messages_are_counted_logged_once_and_skipped(
         for channel, data in garbage:
             await redis_client.publish(prefix + channel, data)
         await bus.publish("job.good", {"still": "flowing"})
-        await got.wait_for(1)
+        await got.wait_count(1)
         assert got.payloads == [{"still": "flowing"}]
         stats = engine_of(bus).stats()
         assert stats.decode_errors == len(garbage)
@@ -274,13 +273,13 @@ async def test_events_of_another_producer_are_received(
 ) -> None:
     """A producer that only knows the channel names: no tenant attribute in the envelope."""
     async with running_bus(pubsub(prefix)) as bus:
-        plain, acme = Collector(), Collector()
+        plain, acme = Recorder(), Recorder()
         await bus.subscribe("order.placed", plain)
         await bus.for_tenant("acme").subscribe("order.*", acme)
         await redis_client.publish(f"{prefix}order.placed", cloud_event("order.placed"))
         await redis_client.publish(f"{prefix}acme:order.placed", cloud_event("order.placed"))
-        await plain.wait_for(1)
-        await acme.wait_for(1)
+        await plain.wait_count(1)
+        await acme.wait_count(1)
         assert plain.events[0].source == "other-producer"
         assert plain.events[0].tenant is None
         assert acme.events[0].tenant == "acme"
@@ -303,11 +302,11 @@ async def test_an_unencodable_payload_raises_and_sends_nothing(
 
 async def test_concurrent_publishers_each_get_their_acknowledgement(prefix: str) -> None:
     async with running_bus(pubsub(prefix)) as bus:
-        got = Collector()
+        got = Recorder()
         await bus.subscribe("load.test", got)
         sent = await asyncio.gather(*(bus.publish("load.test", {"i": i}) for i in range(1000)))
         assert len({e.id for e in sent}) == 1000
-        await got.wait_for(1000)
+        await got.wait_count(1000)
         # Pipelined in publish order, and delivered in that order.
         assert got.payloads == [{"i": i} for i in range(1000)]
         assert [e.id for e in got.events] == [e.id for e in sent]
@@ -318,11 +317,11 @@ async def test_subscriptions_made_before_start_are_subscribed_at_start(prefix: s
     app.register_module(EventBusModule())
     await app.init()
     bus = app.get_service("eventbus.provider", EventBusModule)
-    got = Collector()
+    got = Recorder()
     await bus.subscribe("early.bird", got)
     async with app:
         await bus.publish("early.bird", {"early": True})
-        await got.wait_for(1)
+        await got.wait_count(1)
 
 
 async def test_restart_after_stop(prefix: str, redis_client: aioredis.Redis) -> None:
@@ -330,16 +329,16 @@ async def test_restart_after_stop(prefix: str, redis_client: aioredis.Redis) -> 
     app.register_module(EventBusModule())
     async with app:
         bus = app.get_service("eventbus.provider", EventBusModule)
-        await bus.subscribe("cycle.one", Collector())
+        await bus.subscribe("cycle.one", Recorder())
         assert await numsub(redis_client, f"{prefix}cycle.one") == 1
     assert await numsub(redis_client, f"{prefix}cycle.one") == 0  # connection closed
     with pytest.raises(EventBusNotStartedError):
         await bus.publish("cycle.one", None)
     async with app:
-        got = Collector()
+        got = Recorder()
         await bus.subscribe("cycle.two", got)
         await bus.publish("cycle.two", {"round": 2})
-        await got.wait_for(1)
+        await got.wait_count(1)
     tasks = [t for t in asyncio.all_tasks() if "redis" in repr(t.get_coro())]
     assert tasks == []
 
@@ -362,8 +361,8 @@ async def test_legacy_external_broker_url_is_used(redis_client: aioredis.Redis) 
         engine = bus.engine("default")
         assert isinstance(engine, RedisEngine)
         assert engine.settings.url == "redis://127.0.0.1:6379"
-        got = Collector()
+        got = Recorder()
         await bus.subscribe(topic, got)
         await bus.publish(topic, {"legacy": True})
-        await got.wait_for(1)
+        await got.wait_count(1)
         assert encode(got.events[0])  # a well-formed event came back through Redis

@@ -16,9 +16,9 @@ from modular import Application
 from modules.eventbus import EngineUnavailableError, Event, EventBusModule
 from modules.eventbus.codec import decode
 from modules.eventbus.engines.redis.streams import StreamsReceiver
-from tests.helpers import wait_for
+from tests.helpers import Recorder, wait_for
 
-from .helpers import REDIS_URL, Collector, bus_settings, counted, engine_of, running_bus
+from .helpers import REDIS_URL, bus_settings, counted, engine_of, running_bus
 
 
 def streams(prefix: str, **config: Any) -> dict[str, Any]:
@@ -42,10 +42,10 @@ async def test_each_event_is_handled_once_and_acknowledged(
     async with running_bus(streams(prefix)) as bus:
         engine = engine_of(bus)
         assert not engine.capabilities.durability  # its per-process group goes at stop
-        got = Collector()
+        got = Recorder()
         await bus.subscribe("order.placed", got)
         sent = [await bus.publish("order.placed", {"n": i}) for i in range(50)]
-        await got.wait_for(50)
+        await got.wait_count(50)
         assert [e.id for e in got.events] == [e.id for e in sent]
         key = f"{prefix}order.placed"
         assert await redis_client.xlen(key) == 50
@@ -72,20 +72,20 @@ async def wait_until(check: Any, timeout: float = 10.0) -> None:
 
 async def test_patterns_and_exact_subscriptions_share_one_reading(prefix: str) -> None:
     async with running_bus(streams(prefix)) as bus:
-        exact, pattern, everything = Collector(), Collector(), Collector()
+        exact, pattern, everything = Recorder(), Recorder(), Recorder()
         await bus.subscribe("user.created", exact)
         await bus.subscribe("user.*", pattern)
         await bus.subscribe("*", everything)
         await bus.publish("user.created", {"n": 1})
         await bus.publish("user.deleted", {"n": 2})
         await bus.publish("order.placed", {"n": 3})
-        await everything.wait_for(3)
-        await pattern.wait_for(2)
-        await exact.wait_for(1)
+        await everything.wait_count(3)
+        await pattern.wait_count(2)
+        await exact.wait_count(1)
         await bus.publish("user.created", {"n": 4})
-        await exact.wait_for(2)
-        await pattern.wait_for(3)
-        await everything.wait_for(4)
+        await exact.wait_count(2)
+        await pattern.wait_count(3)
+        await everything.wait_count(4)
         assert exact.payloads == [{"n": 1}, {"n": 4}]
         assert sorted(pattern.topics) == ["user.created", "user.created", "user.deleted"]
         assert len(everything.events) == 4
@@ -98,7 +98,7 @@ async def test_the_per_process_group_goes_with_a_clean_stop(
     async with running_bus(streams(prefix)) as bus:
         engine = engine_of(bus)
         assert engine.group.startswith(f"r-{socket.gethostname()}-{os.getpid()}")
-        await bus.subscribe("job.done", Collector())
+        await bus.subscribe("job.done", Recorder())
         assert await groups(redis_client, key) == [engine.group]
     assert await groups(redis_client, key) == []
 
@@ -109,16 +109,16 @@ async def test_a_configured_group_is_shared_and_durable(
     group = f"{prefix}workers"
     config = streams(prefix, groupName=group)
     async with running_bus(config) as bus:
-        await bus.subscribe("job.queued", Collector())
+        await bus.subscribe("job.queued", Recorder())
     assert await groups(redis_client, f"{prefix}job.queued") == [group]
 
     async with running_bus(streams(prefix)) as publisher:  # nobody of the group is running
         sent = [await publisher.publish("job.queued", {"n": i}) for i in range(5)]
 
     async with running_bus(config) as bus:
-        got = Collector()
+        got = Recorder()
         await bus.subscribe("job.queued", got)
-        await got.wait_for(5)
+        await got.wait_count(5)
         assert [e.id for e in got.events] == [e.id for e in sent]
 
 
@@ -143,9 +143,9 @@ async def test_entries_not_settled_at_shutdown_come_back(
     release.set()
 
     async with running_bus(config) as bus:
-        again = Collector()
+        again = Recorder()
         await bus.subscribe("job.slow", again)
-        await again.wait_for(3)
+        await again.wait_count(3)
         assert sorted(e.id for e in again.events) == sorted(e.id for e in sent)
 
         async def acknowledged() -> bool:
@@ -157,7 +157,7 @@ async def test_entries_not_settled_at_shutdown_come_back(
 async def test_two_consumers_of_one_group_split_the_events(prefix: str) -> None:
     config = streams(prefix, groupName=f"{prefix}workers")
     async with running_bus(config) as one, running_bus(config) as two:
-        got_one, got_two = Collector(), Collector()
+        got_one, got_two = Recorder(), Recorder()
         await one.subscribe("task.run", got_one)
         await two.subscribe("task.run", got_two)
         sent = [await one.publish("task.run", {"n": i}) for i in range(60)]
@@ -172,12 +172,12 @@ async def test_a_pattern_finds_streams_created_by_other_processes(prefix: str) -
         running_bus(streams(prefix, scanInterval="100ms")) as subscriber,
         running_bus(streams(prefix)) as other,
     ):
-        got = Collector()
+        got = Recorder()
         await subscriber.subscribe("audit.*", got)
         # A key that did not exist when the subscription was made, written by another engine.
         await other.publish("audit.login", {"who": "ada"})
         await other.publish("audit.logout", {"who": "ada"})
-        await got.wait_for(2)
+        await got.wait_count(2)
         assert sorted(got.topics) == ["audit.login", "audit.logout"]
 
 
@@ -185,20 +185,20 @@ async def test_tenants_are_isolated_in_their_own_streams(
     prefix: str, redis_client: aioredis.Redis
 ) -> None:
     async with running_bus(streams(prefix, scanInterval="100ms")) as bus:
-        untenanted, acme, globex = Collector(), Collector(), Collector()
+        untenanted, acme, globex = Recorder(), Recorder(), Recorder()
         await bus.subscribe("*", untenanted)
         await bus.for_tenant("acme").subscribe("user.*", acme)
         await bus.for_tenant("globex").subscribe("*", globex)
         await bus.for_tenant("acme").publish("user.created", {"secret": "acme"})
         await bus.publish("user.created", {"public": True})
-        await acme.wait_for(1)
-        await untenanted.wait_for(1)
+        await acme.wait_count(1)
+        await untenanted.wait_count(1)
         entries = await redis_client.xrange(f"{prefix}acme:user.created")
         assert [decode(fields[b"event"]).tenant for _, fields in entries or () if fields] == [
             "acme"
         ]
         await bus.publish("zz.end", None)  # past every earlier event
-        await untenanted.wait_for(2)
+        await untenanted.wait_count(2)
         assert untenanted.payloads == [{"public": True}, None]
         assert acme.payloads == [{"secret": "acme"}]
         assert globex.events == []
@@ -210,7 +210,7 @@ async def test_undecodable_entries_are_counted_acknowledged_and_skipped(
     good = {"specversion": "1.0", "id": "x1", "source": "s", "type": "job.a"}
     async with running_bus(streams(prefix)) as bus:
         engine = engine_of(bus)
-        got = Collector()
+        got = Recorder()
         await bus.subscribe("job.a", got)
         key = f"{prefix}job.a"
         garbage: list[dict[Any, Any]] = [
@@ -225,7 +225,7 @@ async def test_undecodable_entries_are_counted_acknowledged_and_skipped(
             await redis_client.xadd(key, fields)
         await redis_client.xadd(key, {"event": json.dumps(good)})  # another producer's event
         await bus.publish("job.a", {"ours": True})
-        await got.wait_for(2)
+        await got.wait_count(2)
         assert got.events[0].id == "x1"
         assert got.payloads[1] == {"ours": True}
         assert engine.stats().decode_errors == len(garbage)
@@ -250,7 +250,7 @@ async def test_a_refused_command_fails_only_its_own_publish(
 ) -> None:
     await redis_client.set(f"{prefix}not.a.stream", "a string key")
     async with running_bus(streams(prefix)) as bus:
-        got = Collector()
+        got = Recorder()
         await bus.subscribe("fine.topic", got)
         results = await asyncio.gather(
             bus.publish("fine.topic", {"n": 1}),
@@ -261,7 +261,7 @@ async def test_a_refused_command_fails_only_its_own_publish(
         assert isinstance(results[1], EngineUnavailableError)
         assert "WRONGTYPE" in str(results[1])
         assert isinstance(results[0], Event) and isinstance(results[2], Event)
-        await got.wait_for(2)
+        await got.wait_count(2)
         assert got.payloads == [{"n": 1}, {"n": 3}]
 
 
@@ -270,13 +270,13 @@ async def test_subscriptions_made_before_start_read_from_start(prefix: str) -> N
     app.register_module(EventBusModule())
     await app.init()
     bus = app.get_service("eventbus.provider", EventBusModule)
-    exact, pattern = Collector(), Collector()
+    exact, pattern = Recorder(), Recorder()
     await bus.subscribe("early.bird", exact)
     await bus.subscribe("early.*", pattern)
     async with app:
         await bus.publish("early.bird", {"early": True})
-        await exact.wait_for(1)
-        await pattern.wait_for(1)
+        await exact.wait_count(1)
+        await pattern.wait_count(1)
 
 
 async def test_restart_after_stop(prefix: str) -> None:
@@ -285,10 +285,10 @@ async def test_restart_after_stop(prefix: str) -> None:
     for round_ in range(2):
         async with app:
             bus = app.get_service("eventbus.provider", EventBusModule)
-            got = Collector()
+            got = Recorder()
             await bus.subscribe("cycle.topic", got)
             await bus.publish("cycle.topic", {"round": round_})
-            await got.wait_for(1)
+            await got.wait_count(1)
             # A fresh per-process group each time: nothing from the earlier round.
             assert got.payloads == [{"round": round_}]
 
@@ -299,20 +299,20 @@ async def test_unsubscribe_stops_reading_and_resubscribe_starts_now(
 ) -> None:
     config = streams(prefix, **({"groupName": f"{prefix}{group}"} if group else {}))
     async with running_bus(config) as bus, running_bus(streams(prefix)) as other:
-        first = Collector()
+        first = Recorder()
         sub = await bus.subscribe("feed.item", first)
         await other.publish("feed.item", {"n": 1})
-        await first.wait_for(1)
+        await first.wait_count(1)
         await bus.unsubscribe(sub)
         await other.publish("feed.item", {"n": 2})  # while nobody of the group listens
-        second = Collector()
+        second = Recorder()
         await bus.subscribe("feed.item", second)
         await other.publish("feed.item", {"n": 3})
         # A per-process group starts at the new subscription; a named one is durable.
         expected = [{"n": 3}] if group is None else [{"n": 2}, {"n": 3}]
-        await second.wait_for(len(expected))
+        await second.wait_count(len(expected))
         await other.publish("feed.item", {"n": 4})
-        await second.wait_for(len(expected) + 1)
+        await second.wait_count(len(expected) + 1)
         assert second.payloads == [*expected, {"n": 4}]
         assert first.payloads == [{"n": 1}]
         assert counted(second.events, lambda e: e.id) == {e.id: 1 for e in second.events}
@@ -376,7 +376,7 @@ async def test_stop_always_returns_promptly(prefix: str) -> None:
     # Regression: a cancellation lost inside redis-py (asyncio.wait_for on Python 3.11) left a
     # stream loop running and stop() waiting for it forever.
     for round_ in range(15):
-        got = Collector()
+        got = Recorder()
         app = Application(bus_settings(streams(prefix)), envvar_prefix=None)
         app.register_module(EventBusModule())
         await app.start()
@@ -384,7 +384,7 @@ async def test_stop_always_returns_promptly(prefix: str) -> None:
         subs = [await bus.subscribe("audit.*", got), await bus.subscribe_async("other.*", got)]
         await bus.publish("audit.login", round_)
         await bus.publish("other.login", round_)
-        await got.wait_for(2)
+        await got.wait_count(2)
         for sub in subs:
             await sub.cancel()
         async with asyncio.timeout(15):  # a hang fails here, with TimeoutError

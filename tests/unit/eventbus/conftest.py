@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
@@ -48,14 +47,6 @@ class MakeBus(Protocol):
         observe: bool = False,
         start: bool = True,
     ) -> Awaitable[Harness]: ...
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No MODULAR_* / DYNACONF_* variable of the caller's shell leaks into a test."""
-    for name in list(os.environ):
-        if name.upper().startswith(("MODULAR_", "DYNACONF_", "SETTINGS_FILE")):
-            monkeypatch.delenv(name)
 
 
 @pytest.fixture
