@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel
 
-from modular import Application, ConfigError, Module, ServiceProvider, current_tenant
+from modular import Application, Module, ServiceProvider, current_tenant
 from modular.observer import ObserverRegistry
 from modular.tenants import current_tenant_var
 
@@ -189,9 +189,7 @@ class EventBusModule(Module):
             if key not in self._engines:
                 self._add_engine(key, spec, config, f"{path}.engines[{i}]")
             names[spec.name] = key
-        for i, rule in enumerate(config.routing):
-            if rule.engine not in names:
-                raise ConfigError(f"{path}.routing[{i}].engine: unknown engine {rule.engine!r}")
+        # (EventBusConfig has checked that every rule names one of these engines)
         engine_order = [names[s.name] for s in config.effective_engines()]
         rules = [rule.model_copy(update={"engine": names[rule.engine]}) for rule in config.routing]
         self._tenant_engines[tenant] = names
@@ -385,13 +383,18 @@ class EventBusModule(Module):
         return live
 
     async def _replay(self, sub: Subscription) -> None:
-        """Deliver retained matching events, oldest first, until caught up; the caller then
-        registers the subscription without yielding, so no live event falls in between."""
+        """Deliver retained matching events, oldest first, until caught up. The caller then
+        registers the subscription; an in-process engine does that without yielding, so no
+        live event falls in between (a broker engine waits for its broker meanwhile, and an
+        event published in that window reaches the subscription only if the broker had
+        confirmed it in time)."""
         last: float | None = None
         delivered: set[str] = set()
         while True:
             pending = [
-                e for e in self._read_history(sub.topic, sub, since=last) if e.id not in delivered
+                e
+                for e in self._read_history(sub.topic, sub.accepts, since=last)
+                if e.id not in delivered
             ]
             if not pending:
                 return
@@ -471,15 +474,17 @@ class EventBusModule(Module):
         self, pattern: str, tenant: str | None, limit: int | None, since: float | None
     ) -> list[Event]:
         validate_pattern(pattern)
-        probe = Subscription("", pattern, _no_handler, is_async=False, tenant=tenant)
-        events = self._read_history(pattern, probe, since)
+        events = self._read_history(pattern, lambda t: t == tenant, since)
         return events[-limit:] if limit else events
 
-    def _read_history(self, pattern: str, sub: Subscription, since: float | None) -> list[Event]:
+    def _read_history(
+        self, pattern: str, accepts: Callable[[str | None], bool], since: float | None
+    ) -> list[Event]:
+        """Retained events of every engine whose tenant ``accepts``, oldest first."""
         events = [
             event
             for history in self._histories.values()
-            for event in history.read(pattern, lambda e: sub.accepts(e.tenant), since)
+            for event in history.read(pattern, lambda e: accepts(e.tenant), since)
         ]
         events.sort(key=lambda e: e.timestamp)
         return events
@@ -495,10 +500,6 @@ class EventBusModule(Module):
     def _emit(self, kind: str, **data: Any) -> None:
         if self._app is not None:
             self._app.emit(EVENT_PREFIX + kind, SOURCE, data)
-
-
-def _no_handler(event: Event) -> None:
-    return None
 
 
 class _Hooks:
