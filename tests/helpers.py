@@ -4,7 +4,7 @@ tests control."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from modules.eventbus import Event
@@ -26,6 +26,18 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, what: st
         if loop.time() > deadline:
             raise AssertionError(f"not reached within {timeout}s: {what or predicate}")
         await asyncio.sleep(0.005)
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[bool]], timeout: float = DEADLINE, what: str = ""
+) -> None:
+    """``wait_for`` for a condition that must itself be awaited (e.g. a query to Redis)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        if loop.time() > deadline:
+            raise AssertionError(f"not reached within {timeout}s: {what or check}")
+        await asyncio.sleep(0.01)
 
 
 class Recorder:

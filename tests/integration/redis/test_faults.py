@@ -13,7 +13,7 @@ from modular import Application, validate_section
 from modules.eventbus import EngineUnavailableError, Event, EventBusModule, Subscription
 from modules.eventbus.codec import encode
 from modules.eventbus.engines.redis import RedisEngine, RedisEngineConfig
-from tests.helpers import Recorder, wait_for
+from tests.helpers import Recorder, wait_for, wait_until
 
 from .helpers import (
     RedisServer,
@@ -124,10 +124,7 @@ async def test_streams_lose_nothing_acknowledged_and_handle_nothing_twice(tmp_pa
                 finally:
                     await client.aclose()
 
-            deadline = asyncio.get_running_loop().time() + 10
-            while not await all_acknowledged():
-                assert asyncio.get_running_loop().time() < deadline, "entries left pending"
-                await asyncio.sleep(0.02)
+            await wait_until(all_acknowledged, what="entries left pending")
 
 
 async def test_start_fails_clearly_when_redis_is_unreachable() -> None:

@@ -22,7 +22,7 @@ from modules.eventbus import (
 )
 from modules.eventbus.codec import encode
 from modules.eventbus.engines.redis import RedisEngine, glob_escape
-from tests.helpers import Recorder, wait_for
+from tests.helpers import Recorder, wait_for, wait_until
 
 from .helpers import (
     REDIS_URL,
@@ -130,19 +130,12 @@ async def test_redis_subscription_follows_the_first_and_last_local_one(
         async def gone() -> bool:
             return await numsub(redis_client, channel) == 0
 
-        await wait_for_async(gone)
+        await wait_until(gone)
         again = Recorder()
         await bus.subscribe("user.created", again)
         assert await numsub(redis_client, channel) == 1
         await bus.publish("user.created", {"again": True})
         await again.wait_count(1)
-
-
-async def wait_for_async(check: Any, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
-        await asyncio.sleep(0.01)
 
 
 async def test_one_pubsub_connection_per_engine(prefix: str, redis_client: aioredis.Redis) -> None:

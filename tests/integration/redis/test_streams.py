@@ -16,7 +16,7 @@ from modular import Application
 from modules.eventbus import EngineUnavailableError, Event, EventBusModule
 from modules.eventbus.codec import decode
 from modules.eventbus.engines.redis.streams import StreamsReceiver
-from tests.helpers import Recorder, wait_for
+from tests.helpers import Recorder, wait_for, wait_until
 
 from .helpers import REDIS_URL, bus_settings, counted, engine_of, running_bus
 
@@ -61,13 +61,6 @@ async def test_each_event_is_handled_once_and_acknowledged(
 
         await wait_until(acknowledged)
         assert engine.stats().delivered == 50
-
-
-async def wait_until(check: Any, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, f"not reached: {check.__name__}"
-        await asyncio.sleep(0.01)
 
 
 async def test_patterns_and_exact_subscriptions_share_one_reading(prefix: str) -> None:
