@@ -255,21 +255,32 @@ def finish(result: Any, ctx: contextvars.Context) -> Awaitable[None] | None:
 
 async def call_handler(
     sub: Subscription, event: Event, ctx: contextvars.Context
-) -> Exception | None:
+) -> BaseException | None:
     """Run ``sub``'s handler on ``event`` to the end; return what it raised, if anything."""
     try:
         result = invoke(sub, event, ctx)
         if result is not None and (remaining := finish(result, ctx)) is not None:
             await remaining
+    except asyncio.CancelledError as exc:
+        if _being_cancelled():
+            raise
+        return exc
     except Exception as exc:
         return exc
     return None
 
 
+def _being_cancelled() -> bool:
+    """Whether the running task was asked to stop (rather than a handler raising
+    CancelledError of its own, which is just a failure of that handler)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 def report_failure(
     sub: Subscription,
     event: Event,
-    error: Exception,
+    error: BaseException,
     engine: str,
     hooks: DeliveryHooks | None,
 ) -> None:
@@ -409,6 +420,11 @@ class Dispatcher:
         one-at-a-time hold, and the event skips a queue round trip."""
         try:
             result = invoke(sub, event, ctx)
+        except asyncio.CancelledError as exc:
+            if _being_cancelled():  # the publisher itself is cancelled
+                raise
+            self._settled(sub, event, settle, exc)
+            return
         except Exception as exc:
             self._settled(sub, event, settle, exc)
             return
@@ -496,17 +512,21 @@ class Dispatcher:
             if sub.is_async and sub not in self._pooled:  # unsubscribed meanwhile
                 self._drop(item)
                 continue
-            error: Exception | None = None
+            error: BaseException | None = None
             try:
                 if result is None:
                     result = invoke(sub, event, ctx)
                 if result is not None and (remaining := finish(result, ctx)) is not None:
                     await remaining
-            except asyncio.CancelledError:
-                # Stopped mid-handler at shutdown: a drop, never settled (a broker redelivers).
-                stats.dropped += 1
-                self._done()
-                raise
+            except asyncio.CancelledError as exc:
+                if not _being_cancelled():  # the handler's own, e.g. from a task it awaited
+                    error = exc
+                else:
+                    # Stopped mid-handler at shutdown: a drop, never settled (a broker
+                    # redelivers it).
+                    stats.dropped += 1
+                    self._done()
+                    raise
             except Exception as exc:
                 error = exc
             self._settled(sub, event, settle, error)
@@ -519,7 +539,7 @@ class Dispatcher:
         sub: Subscription,
         event: Event,
         settle: Settlement | None,
-        error: Exception | None,
+        error: BaseException | None,
     ) -> None:
         """A handler ran: count it, report a failure (or the reception), settle."""
         self.stats.delivered += 1

@@ -613,3 +613,26 @@ async def test_a_plain_function_returning_a_coroutine_keeps_order(make_bus: Make
     await wait_for(lambda: len(seen) == 50)
     assert seen == list(range(50))
     assert bus.stats() == (50, 0)
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["ordered", "pool"])
+async def test_a_handler_raising_cancelled_error_is_a_failure_not_a_dead_subscription(
+    make_bus: MakeBus, is_async: bool
+) -> None:
+    harness = await make_bus({"workerCount": 1})
+    bus = harness.bus
+    seen: list[int] = []
+
+    async def handler(event: Event) -> None:
+        if event.payload == 0:
+            cancelled = asyncio.get_running_loop().create_future()
+            cancelled.cancel()
+            await cancelled  # raises CancelledError inside the handler only
+        seen.append(event.payload)
+
+    subscribe = bus.subscribe_async if is_async else bus.subscribe
+    await subscribe("job", handler)
+    await publish_all(bus, "job", 3)
+    await wait_for(lambda: seen == [1, 2])
+    stats = bus.per_engine_stats()["default"]
+    assert (stats.delivered, stats.dropped, stats.failed) == (3, 0, 1)
