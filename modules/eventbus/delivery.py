@@ -42,7 +42,7 @@ from .topics import TopicIndex
 logger = logging.getLogger("modules.eventbus.delivery")
 
 
-YIELD_EVERY = 64  # direct hand-overs between two yields of a publisher
+YIELD_EVERY = 256  # direct hand-overs (handler calls) between two yields of a publisher
 
 
 class DeliveryMode(StrEnum):
@@ -396,16 +396,16 @@ class Dispatcher:
             if not mailbox.items and sub in self._direct and not mailbox.closed:
                 self._hand_over(sub, event, ctx, settle, mailbox)
                 self._handed_over += 1
-                if self._handed_over >= YIELD_EVERY:
-                    # A queue that never fills never makes the publisher wait: yield now and
-                    # then, so that a tight publish loop cannot starve the rest of the loop.
-                    self._handed_over = 0
-                    await asyncio.sleep(0)
                 continue
             item = (sub, event, ctx, settle, None)
             self._pending += 1
             if not mailbox.offer(item):
                 await self._offer_full(mailbox, item)
+        if self._handed_over >= YIELD_EVERY:
+            # Hand-overs never make the publisher wait as a full queue does: yield now and
+            # then, so that a tight publish loop cannot starve the rest of the event loop.
+            self._handed_over = 0
+            await asyncio.sleep(0)
 
     def _hand_over(
         self,
@@ -419,7 +419,10 @@ class Dispatcher:
         consumer cannot be inside the handler (a plain function cannot suspend), so order and
         one-at-a-time hold, and the event skips a queue round trip."""
         try:
-            result = invoke(sub, event, ctx)
+            if sub.payload_type is None:  # invoke(), inlined for the common case
+                result = ctx.run(sub.handler, event)
+            else:
+                result = invoke(sub, event, ctx)
         except asyncio.CancelledError as exc:
             if _being_cancelled():  # the publisher itself is cancelled
                 raise
