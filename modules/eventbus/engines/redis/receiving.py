@@ -130,10 +130,8 @@ class Receiver(ABC):
 
     def _wanted(self, route: Route) -> bool:
         """Whether a local subscription takes events found at ``route``."""
-        tenant = route.tenant
         return any(
-            s.tenant == tenant or (s.all_tenants and s.tenant is None)
-            for s in self.dispatcher.subscriptions.resolve(route.topic)
+            s.accepts(route.tenant) for s in self.dispatcher.subscriptions.resolve(route.topic)
         )
 
     def _decode_at(self, route: Route, data: bytes) -> Event:
