@@ -198,6 +198,32 @@ async def test_stop_counts_what_is_left_after_the_shutdown_timeout(make_bus: Mak
     assert bus.per_engine_stats()["default"].dropped == 6
 
 
+async def test_stop_releases_a_publisher_blocked_on_a_full_queue(make_bus: MakeBus) -> None:
+    harness = await make_bus(
+        {"shutdownTimeout": "100ms", "deliveryMode": "block", "defaultEventBufferSize": 1}
+    )
+    bus = harness.bus
+    never = asyncio.Event()
+    started: list[int] = []
+
+    async def stuck(event: Event) -> None:
+        started.append(event.payload)
+        await never.wait()
+
+    await bus.subscribe("jobs", stuck)
+    await bus.publish("jobs", 0)  # taken by the handler, which never returns
+    await wait_for(lambda: started == [0])
+    await bus.publish("jobs", 1)  # fills the queue of one
+    blocked = asyncio.create_task(bus.publish("jobs", 2))
+    await asyncio.sleep(0)
+    assert not blocked.done()
+
+    async with asyncio.timeout(3):
+        await harness.app.stop()
+        await blocked  # released by the stop, not left hanging
+    assert bus.stats() == (0, 3)  # in the handler, queued, and the blocked one
+
+
 async def test_nothing_of_the_bus_is_left_running_after_stop() -> None:
     before = asyncio.all_tasks()
     app = Application(
