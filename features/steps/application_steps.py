@@ -8,12 +8,11 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, cast
 
-import behave
 from pydantic import BaseModel, Field
+from step_decorators import given, then, when
 
 from modular import (
     Application,
@@ -23,22 +22,6 @@ from modular import (
     ServiceDependency,
     ServiceProvider,
 )
-
-StepFunction = Callable[..., None]
-StepDecorator = Callable[[StepFunction], StepFunction]
-
-
-def given(pattern: str) -> StepDecorator:
-    return cast(StepDecorator, behave.given(pattern))
-
-
-def when(pattern: str) -> StepDecorator:
-    return cast(StepDecorator, behave.when(pattern))
-
-
-def then(pattern: str) -> StepDecorator:
-    return cast(StepDecorator, behave.then(pattern))
-
 
 # --- the modules the scenarios use ----------------------------------------------------------
 

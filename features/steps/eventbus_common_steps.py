@@ -9,19 +9,16 @@ from eventbus_support import (
     DEADLINE,
     as_pairs,
     engine_type,
-    given,
     names,
     numbers,
     run,
-    step,
     table_events,
-    then,
     toml,
     value,
     wait,
-    when,
     world,
 )
+from step_decorators import given, step, then, when
 
 from modular import tenant_context
 from modules.eventbus import EngineUnavailableError, EventBusNotStartedError

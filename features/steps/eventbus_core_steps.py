@@ -7,19 +7,17 @@ from typing import Any
 from eventbus_support import (
     FakeClock,
     as_pairs,
-    given,
     leftover_tasks,
     names,
     numbers,
     run,
     setting,
     table_events,
-    then,
     value,
     wait,
-    when,
     world,
 )
+from step_decorators import given, then, when
 
 from modules.eventbus import EventBusModule, FanoutEngine
 from modules.eventbus.config import parse_duration

@@ -3,7 +3,15 @@
 import asyncio
 from typing import Any
 
-from eventbus_support import RecordingEngine, names, numbers, run, step, then, wait, world
+from eventbus_support import (
+    RecordingEngine,
+    names,
+    numbers,
+    run,
+    wait,
+    world,
+)
+from step_decorators import step, then
 
 from modules.eventbus import EngineUnavailableError
 from modules.eventbus.engines.custom import CustomEngine

@@ -3,7 +3,12 @@
 from datetime import UTC
 from typing import Any
 
-from eventbus_support import EVENT_PREFIX, then, wait, world
+from eventbus_support import (
+    EVENT_PREFIX,
+    wait,
+    world,
+)
+from step_decorators import then
 
 SOURCE = "modular.eventbus"
 

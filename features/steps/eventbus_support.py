@@ -31,28 +31,9 @@ from modules.eventbus import (
 )
 
 T = TypeVar("T")
-StepFunction = Callable[..., None]
-StepDecorator = Callable[[StepFunction], StepFunction]
 
 EVENT_PREFIX = "com.modular.eventbus."
 DEADLINE = 10.0  # generous: other test runs share these two cores
-
-
-def given(pattern: str) -> StepDecorator:
-    return cast(StepDecorator, behave.given(pattern))
-
-
-def when(pattern: str) -> StepDecorator:
-    return cast(StepDecorator, behave.when(pattern))
-
-
-def then(pattern: str) -> StepDecorator:
-    return cast(StepDecorator, behave.then(pattern))
-
-
-def step(pattern: str) -> StepDecorator:
-    """A step usable as Given, When or Then."""
-    return cast(StepDecorator, behave.step(pattern))
 
 
 class _QuotedText:

@@ -2,7 +2,12 @@
 
 from typing import Any
 
-from eventbus_support import names, step, then, toml, world
+from eventbus_support import (
+    names,
+    toml,
+    world,
+)
+from step_decorators import step, then
 
 
 @step('the event bus tenants "{tenant_ids:EbText}" are registered')
