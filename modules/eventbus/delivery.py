@@ -140,7 +140,7 @@ _Item = tuple[Subscription, Event, contextvars.Context, Settlement | None, Any]
 
 
 class Mailbox:
-    """A bounded FIFO with awaitable get and awaitable room; cheaper than asyncio.Queue.
+    """A bounded FIFO with awaitable arrival and awaitable room; cheaper than asyncio.Queue.
 
     Consumers take items from ``items`` and await ``arrival()`` when it is empty. Once closed,
     ``arrival`` and ``room`` return at once, so that consumers end and blocked publishers

@@ -34,10 +34,6 @@ def _reset_ids_after_fork() -> None:
 os.register_at_fork(after_in_child=_reset_ids_after_fork)
 
 
-def new_event_id() -> str:
-    return f"{_id_prefix}{next(_id_counter)}"
-
-
 class Event(NamedTuple):
     """One published event. Immutable; built on the hot path, so a tuple, not a dataclass.
 

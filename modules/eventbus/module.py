@@ -229,7 +229,7 @@ class EventBusModule(Module):
         event = make_event(
             topic,
             payload,
-            describe(metadata) if metadata else EMPTY_METADATA,
+            describe(metadata) if metadata else EMPTY_METADATA,  # no call without metadata
             self._clock(),
             self._source,
             tenant,
