@@ -44,7 +44,7 @@ def parse_duration(value: object) -> float:
     else:
         raise ValueError(f"expected a duration such as '250ms', '30s' or '1h', got {value!r}")
     if not math.isfinite(seconds):
-        raise ValueError(f"a duration must be a finite number of seconds, got {value!r}")
+        raise ValueError("a duration must be a finite number of seconds")
     if seconds < 0:
         raise ValueError(f"a duration cannot be negative, got {value!r}")
     return seconds
