@@ -4,13 +4,20 @@ the path and the value. And the durable-memory engine, whose defaults depend on 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from typing import Any
 
 import pytest
 
-from modules.eventbus import DeliveryMode, Event
-from modules.eventbus.engines.memory import DurableMemoryEngine
+from modules.eventbus import (
+    DeliveryMode,
+    EngineConfig,
+    Event,
+    register_engine,
+    unregister_engine,
+)
+from modules.eventbus.engines.memory import DurableMemoryEngine, MemoryEngine
 from tests.helpers import wait_for
 from tests.unit.eventbus.conftest import MakeBus
 from tests.unit.eventbus.test_config import flat, init_error
@@ -132,3 +139,50 @@ async def test_unset_top_level_settings_leave_engine_defaults_alone(make_bus: Ma
         assert h.bus.engine(name).config.worker_count == 3
     assert h.bus.engine("d").config.delivery_mode is DeliveryMode.BLOCK
     assert h.bus.engine("m").config.delivery_mode is DeliveryMode.DROP
+
+
+# --- secrets --------------------------------------------------------------------------------
+
+URL_SECRET = "s3cret-url-password"
+
+
+async def test_top_level_legacy_broker_settings_are_masked_in_reprs(make_bus: MakeBus) -> None:
+    h = await make_bus(
+        {
+            "externalBrokerURL": f"redis://alice:{URL_SECRET}@127.0.0.1:6379/0?token=tok-{URL_SECRET}",
+            "externalBrokerUser": "alice",
+            "externalBrokerPassword": URL_SECRET,
+        },
+        start=False,
+    )
+    shown = [
+        repr(h.bus.config),
+        str(h.bus.config),
+        repr(h.app.config_section("eventbus")),
+        repr(h.bus.engine("default").config),
+    ]
+    for text in shown:
+        assert URL_SECRET not in text
+        assert "redis://alice:***@127.0.0.1:6379/0" in text
+
+
+async def test_an_engine_failing_to_start_is_reported_without_its_secrets(
+    make_bus: MakeBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Unreachable(MemoryEngine):
+        async def start(self) -> None:
+            raise ConnectionError(f"cannot reach redis://bob:{URL_SECRET}@127.0.0.1:1/0")
+
+    register_engine("unreachable-test", lambda config, name: Unreachable(name, EngineConfig()))
+    try:
+        with caplog.at_level(logging.ERROR, "modules.eventbus"):
+            h = await make_bus(
+                {"engines": [{"name": "down", "type": "unreachable-test"}]}, observe=True
+            )
+    finally:
+        unregister_engine("unreachable-test")
+    (failed,) = h.observed("engine.failed")
+    assert "redis://bob:***@127.0.0.1:1/0" in failed.data["error"]
+    logged = [r.getMessage() for r in caplog.records if "failed to start" in r.getMessage()]
+    assert logged and "redis://bob:***@" in logged[0]
+    assert all(URL_SECRET not in r.getMessage() for r in caplog.records)
