@@ -16,6 +16,8 @@ before it. Here:
 A program containing ``redis://127.0.0.1:6379`` runs against that Redis, with its
 ``"readme:"`` channel prefix replaced by a unique one, so that parallel runs cannot see each
 other's events. Redis being down fails it.
+
+Every ```toml block is a settings file the bus accepts: its engines are built at ``init()``.
 """
 
 from __future__ import annotations
@@ -28,12 +30,16 @@ import re
 import subprocess
 import sys
 import tokenize
+import tomllib
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import redis
+
+from modular import Application
+from modules.eventbus import EventBusModule
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -47,6 +53,7 @@ FENCE = re.compile(r"^```(\S*)\s*$")
 @dataclass(frozen=True)
 class Block:
     line: int  # of the opening fence, 1-based
+    language: str
     code: str
 
     @property
@@ -58,7 +65,7 @@ class Block:
         return REDIS_ADDRESS in self.code
 
 
-def python_blocks(text: str) -> list[Block]:
+def code_blocks(text: str) -> list[Block]:
     blocks: list[Block] = []
     lines = text.splitlines()
     i = 0
@@ -69,14 +76,16 @@ def python_blocks(text: str) -> list[Block]:
             continue
         end = next((j for j in range(i + 1, len(lines)) if lines[j].strip() == "```"), None)
         assert end is not None, f"README.md:{i + 1}: a code block is never closed"
-        if opening.group(1).lower() in PYTHON_LANGUAGES:
-            blocks.append(Block(i + 1, "\n".join(lines[i + 1 : end]) + "\n"))
+        language = opening.group(1).lower()
+        blocks.append(Block(i + 1, language, "\n".join(lines[i + 1 : end]) + "\n"))
         i = end + 1
     return blocks
 
 
-BLOCKS = python_blocks(README.read_text(encoding="utf-8"))
+ALL_BLOCKS = code_blocks(README.read_text(encoding="utf-8"))
+BLOCKS = [block for block in ALL_BLOCKS if block.language in PYTHON_LANGUAGES]
 PROGRAMS = [block for block in BLOCKS if not block.is_fragment]
+SETTINGS = [block for block in ALL_BLOCKS if block.language == "toml"]
 
 
 def block_id(block: Block) -> str:
@@ -137,6 +146,7 @@ def redis_must_answer() -> None:
 def test_the_readme_has_its_programs() -> None:
     # Guards the extraction itself: a broken fence parser must not make every test vanish.
     assert len(PROGRAMS) >= 6, [block_id(b) for b in BLOCKS]
+    assert len(SETTINGS) >= 2, [block_id(b) for b in ALL_BLOCKS]
     assert not BLOCKS[0].is_fragment
     assert any(b.uses_redis for b in PROGRAMS)
     assert any(b.is_fragment for b in BLOCKS)
@@ -190,3 +200,20 @@ def test_every_program_runs_and_prints_what_it_promises(block: Block, tmp_path: 
     lines = result.stdout.splitlines()
     missing = [text for text in promised if text not in lines]
     assert not missing, f"{where} did not print {missing}; it printed:\n{result.stdout}"
+
+
+@pytest.mark.parametrize("block", SETTINGS, ids=block_id)
+async def test_every_settings_block_is_accepted_by_the_bus(block: Block, tmp_path: Path) -> None:
+    settings = tomllib.loads(block.code)
+    names = [engine["name"] for engine in settings["default"]["eventbus"]["engines"]]
+    path = tmp_path / "settings.toml"
+    path.write_text(block.code, encoding="utf-8")
+    app = Application(settings_files=[path], envvar_prefix=None)
+    bus = EventBusModule()
+    app.register_module(bus)
+    await app.init()  # validates the section and builds every engine, connecting to nothing
+    try:
+        assert [bus.engine(name).name for name in names] == names
+        assert sorted(bus.per_engine_stats()) == sorted(names)
+    finally:
+        await app.stop()
