@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel
 
-from modular import Application, Module, ServiceProvider, current_tenant
+from modular import Application, Module, ServiceProvider, current_tenant, mask_secrets
 from modular.observer import ObserverRegistry
 from modular.tenants import current_tenant_var
 
@@ -137,8 +137,9 @@ class EventBusModule(Module):
         except Exception as exc:
             # One engine failing must not take the others down: its topics fail loudly
             # at publish/subscribe instead.
-            logger.error("engine %s failed to start: %s: %s", key, type(exc).__name__, exc)
-            self._emit("engine.failed", engine=key, error=f"{type(exc).__name__}: {exc}")
+            error = mask_secrets(f"{type(exc).__name__}: {exc}")
+            logger.error("engine %s failed to start: %s", key, error)
+            self._emit("engine.failed", engine=key, error=error)
             return
         self._started_engines.add(key)
 
