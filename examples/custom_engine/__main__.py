@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from modular import Application, ConfigError
+from modular import Application, ConfigError, configure_logging
 from modules.eventbus import Event, EventBusModule, register_engine
 
 from .sampling import SamplingEngine, build_sampling_engine
@@ -75,4 +75,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    configure_logging()  # INFO to stderr; MODULAR_LOG_LEVEL=WARNING quietens it
     asyncio.run(main())
