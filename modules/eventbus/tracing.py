@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import time
 from collections.abc import Awaitable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -46,14 +47,21 @@ if AVAILABLE:
     _tracer = trace.get_tracer("modules.eventbus")
 
 
+_CHECK_EVERY = 1.0  # seconds: asking OpenTelemetry for its provider costs ~2 us
 _active = False
+_next_check = 0.0
 
 
-def active() -> bool:
-    """Whether spans are made: the package is there and a tracer provider was set. Once
-    set, a global tracer provider cannot be replaced, so a True answer is kept."""
-    global _active
-    if not _active and AVAILABLE:
+def active(*, recheck: bool = False) -> bool:
+    """Whether spans are made: the package is there and a tracer provider was set (looked
+    up at most once a second until it is). A global tracer provider cannot be replaced once
+    set, so a True answer is kept."""
+    global _active, _next_check
+    if _active or not AVAILABLE:
+        return _active
+    now = time.monotonic()
+    if recheck or now >= _next_check:
+        _next_check = now + _CHECK_EVERY
         _active = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
     return _active
 
@@ -95,7 +103,7 @@ class Publishing:
 def traced(handler: Handler, subscription_id: str) -> Handler:
     """``handler`` wrapped so that each call runs in a consumer span; a plain function stays
     a plain function, an ``async def`` stays one. Unwrapped while tracing is not active."""
-    if not active():
+    if not active(recheck=True):
         return handler
 
     def span_for(event: Event) -> Any:
