@@ -22,6 +22,7 @@ from .engines.base import Engine
 from .errors import EngineUnavailableError, EventBusNotStartedError
 from .event import EMPTY_METADATA, Event, Handler, Subscription, describe, make_event
 from .history import History
+from .metrics import MetricsExporters
 from .registry import create_engine
 from .router import Router
 from .topics import matches, validate_pattern, validate_tenant, validate_topic
@@ -68,6 +69,7 @@ class EventBusModule(Module):
         self._observe_published = False
         self._observe_received = False
         self._start_lock = asyncio.Lock()
+        self.metrics = MetricsExporters()  # the exporters of config.metrics
 
     # --- module lifecycle ---------------------------------------------------------------
 
@@ -81,6 +83,7 @@ class EventBusModule(Module):
         self._observers_changed()
         self.config = app.config_section(self.name)
         self._source = self.config.source
+        self.metrics = MetricsExporters(self.config.metrics)
         specs = self.config.effective_engines()
         for i, spec in enumerate(specs):
             path = f"eventbus.engines[{i}]" if self.config.engines else "eventbus"
@@ -114,6 +117,7 @@ class EventBusModule(Module):
             return
         if self._router is None:
             raise EventBusNotStartedError("the event bus is not initialised: call app.init()")
+        await self.metrics.start(self)  # first: a port in use fails before engines connect
         for key in list(self._engines):
             await self._start_engine(key)
         self._running = True
@@ -151,6 +155,7 @@ class EventBusModule(Module):
             sub.active = False
         self._subscriptions.clear()
         self._topic_counts.clear()
+        await self.metrics.stop()  # last: Datadog's final flush sees the drained stats
         self._emit("bus.stopped", engines=list(self._engines))
 
     # --- tenants ------------------------------------------------------------------------
