@@ -57,6 +57,8 @@ class DatadogStatsdExporter:
 
     def flush(self) -> None:
         """Send one snapshot now."""
+        # DogStatsd applies max_buffer_len only once its socket exists: open it first.
+        self.statsd.get_socket()
         per_engine = self.bus.per_engine_stats()
         snapshots = {ALL_ENGINES: sum(per_engine.values(), DeliveryStats())}
         if self.config.include_per_engine:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -51,6 +52,7 @@ class Traffic:
         )
 
 
+@asynccontextmanager
 async def running_bus(config: Mapping[str, Any]) -> AsyncIterator[EventBusModule]:
     app = Application(config, envvar_prefix=None)
     module = EventBusModule()

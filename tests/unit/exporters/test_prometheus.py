@@ -55,7 +55,7 @@ async def test_metrics_served_over_http_match_per_engine_stats(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="modules.eventbus")
     config = bus_config(metrics={"prometheus": {"port": 0, "namespace": "bus"}})
-    async for bus in running_bus(config):
+    async with running_bus(config) as bus:
         await traffic.subscribe(bus)
         await traffic.send(bus, "user.a", "user.b", "user.c", "order.ok", "order.bad")
         served = bus.metrics.prometheus_address
@@ -84,7 +84,7 @@ async def test_metrics_served_over_http_match_per_engine_stats(
 
 
 async def test_collector_registers_with_any_registry(traffic: Traffic) -> None:
-    async for bus in running_bus(bus_config()):
+    async with running_bus(bus_config()) as bus:
         await traffic.subscribe(bus)
         await traffic.send(bus, "user.a", "order.ok")
         registry = CollectorRegistry()
