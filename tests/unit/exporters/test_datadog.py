@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from pydantic import ValidationError
 
-from modules.eventbus import DeliveryStats, EventBusModule
+from modules.eventbus import DeliveryStats
 from modules.eventbus.exporters import DatadogExporterConfig, DatadogStatsdExporter
 from tests.unit.exporters.conftest import Traffic, bus_config, running_bus
 
@@ -195,4 +195,3 @@ def test_the_bus_imports_no_exporter_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
-    assert EventBusModule  # the module the bus is built from imported fine
