@@ -71,7 +71,11 @@ class Session:
         for path in files:
             if not path.is_file():
                 raise CommandError(f"settings file not found: {path}")
-        app = Application(settings_files=files, environment=args.env)
+        try:
+            # absolute: dynaconf looks for relative names elsewhere than the working directory
+            app = Application(settings_files=[f.resolve() for f in files], environment=args.env)
+        except Exception as exc:
+            raise CommandError(f"cannot load {', '.join(map(str, files))}: {exc}") from exc
         bus = EventBusModule()
         app.register_module(bus)
         session = cls(app, bus)
