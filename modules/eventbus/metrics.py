@@ -17,9 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+from .errors import EventBusError
 
 if TYPE_CHECKING:
     from http.server import HTTPServer
@@ -118,22 +122,22 @@ class MetricsExporters:
         if self.config.prometheus is not None and self._server is None:
             self._start_prometheus(bus, self.config.prometheus)
         if self.config.datadog is not None and self.datadog is None:
-            from .exporters.datadog import DatadogStatsdExporter
-
+            with _needs("datadog", "datadog"):
+                from .exporters.datadog import DatadogStatsdExporter
             self.datadog = DatadogStatsdExporter(bus, self.config.datadog)
             self._datadog_task = asyncio.get_running_loop().create_task(self.datadog.run())
 
     def _start_prometheus(self, bus: EventBusModule, config: PrometheusServerConfig) -> None:
-        from prometheus_client import (
-            GC_COLLECTOR,
-            PLATFORM_COLLECTOR,
-            PROCESS_COLLECTOR,
-            CollectorRegistry,
-            start_http_server,
-        )
+        with _needs("prometheus", "prometheus-client"):
+            from prometheus_client import (
+                GC_COLLECTOR,
+                PLATFORM_COLLECTOR,
+                PROCESS_COLLECTOR,
+                CollectorRegistry,
+                start_http_server,
+            )
 
-        from .errors import EventBusError
-        from .exporters.prometheus import PrometheusCollector
+            from .exporters.prometheus import PrometheusCollector
 
         # A registry of our own: two buses in one process each serve their own numbers.
         registry = CollectorRegistry(auto_describe=False)
@@ -166,6 +170,18 @@ class MetricsExporters:
             self._server = self._server_thread = None
             # shutdown() waits for the serving loop to notice; keep the event loop free.
             await asyncio.to_thread(_shut_down, server, thread)
+
+
+@contextmanager
+def _needs(exporter: str, package: str) -> Iterator[None]:
+    """An ImportError of an exporter's library as a clear error at start."""
+    try:
+        yield
+    except ImportError as exc:
+        raise EventBusError(
+            f"eventbus.metrics.{exporter} needs {package}, which is not installed "
+            f"({exc.name}); install it with: pip install 'modular-eventbus[{exporter}]'"
+        ) from exc
 
 
 def _shut_down(server: HTTPServer, thread: Thread | None) -> None:

@@ -16,11 +16,11 @@ import time
 from dataclasses import dataclass
 from typing import TextIO
 
-from .cli import CommandError, Session, _running, engine_type, format_table
-from .event import Event
-from .module import EventBusModule
-from .router import Router
-from .topics import validate_topic
+from ..event import Event
+from ..module import EventBusModule
+from ..router import Router
+from ..topics import validate_topic
+from .session import CommandError, Session, engine_type, format_table, running
 
 HEADERS = (
     "engine",
@@ -166,7 +166,7 @@ async def run_bench(args: argparse.Namespace) -> int:
         for name in names:
             if name not in known:
                 raise CommandError(f"no engine named {name!r}; engines: {', '.join(known)}")
-        states = session.engine_states()
+        states = await session.engine_states()
         for name in names:
             state, error = states.get(name, ("up", None))
             if state != "up":
@@ -186,4 +186,4 @@ async def run_bench(args: argparse.Namespace) -> int:
             )
         return 0
 
-    return await _running(args, bench)
+    return await running(args, bench)
