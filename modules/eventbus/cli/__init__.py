@@ -24,6 +24,8 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from modular import configure_logging
+
 from ..errors import EngineUnavailableError
 from .bench import run_bench
 from .commands import cmd_demo, cmd_health, cmd_publish, cmd_route, cmd_tail
@@ -137,14 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _configure_logging(verbose: int) -> None:
-    root = logging.getLogger()
     if verbose:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-        root.setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
+        configure_logging(logging.DEBUG if verbose > 1 else logging.WARNING)  # masks secrets
     else:
         # Failures reach the user as the command's one error line, not as log records.
+        root = logging.getLogger()
         root.addHandler(logging.NullHandler())
         root.setLevel(logging.CRITICAL)
 

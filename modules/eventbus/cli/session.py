@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modular import Application, CloudEvent, LifecycleError
+from modular import Application, CloudEvent, ConfigError, LifecycleError
 
 from ..errors import EngineUnavailableError
 from ..module import EventBusModule
@@ -41,6 +41,8 @@ class Session:
         try:
             # absolute: dynaconf looks for relative names elsewhere than the working directory
             app = Application(settings_files=[f.resolve() for f in files], environment=args.env)
+        except ConfigError:
+            raise  # it names the file already
         except Exception as exc:
             raise CommandError(f"cannot load {', '.join(map(str, files))}: {exc}") from exc
         bus = EventBusModule()
@@ -81,7 +83,8 @@ class Session:
                 report = await report
             states: dict[str, tuple[str, str | None]] = {}
             for name, h in report.items():
-                error = getattr(h, "error", None)
+                # a "stopped" engine that failed to start: the error it failed with
+                error = getattr(h, "error", None) or self.failures.get(name)
                 states[name] = (
                     str(getattr(h, "state", "up")),
                     None if error is None else str(error),
