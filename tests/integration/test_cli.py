@@ -342,6 +342,14 @@ def test_a_missing_settings_file_is_one_clear_line(tmp_path: Path) -> None:
     assert line == "eventbus: error: settings file not found: missing.toml"
 
 
+def test_a_settings_file_that_is_not_toml_is_one_clear_line(tmp_path: Path) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text('[default.eventbus]\nengines = [ { name = "x",\n type = "memory" } ]\n')
+    line = error_line(run("route", "a.b", "--settings", str(path), cwd=tmp_path))
+    assert line.startswith(f"eventbus: error: settings file '{path}', line 2"), line
+    assert "invalid TOML" in line
+
+
 def test_unknown_engine_type_in_settings_is_one_clear_line(tmp_path: Path) -> None:
     path = tmp_path / "typo.toml"
     path.write_text('[default.eventbus]\nengines = [ { name = "x", type = "memroy" } ]\n')
@@ -361,10 +369,7 @@ def test_an_unreachable_broker_is_one_clear_line(
 ) -> None:
     line = error_line(run(*args, "--settings", str(broken), cwd=broken.parent))
     assert line.startswith("eventbus: error: engine 'broken' "), line
-    assert (
-        f"cannot reach Redis: ConnectionError: Error 111 connecting to 127.0.0.1:{closed_port}"
-        in line
-    )
+    assert f"127.0.0.1:{closed_port}" in line  # the cause, with the address it could not reach
 
 
 def test_stats_of_an_unreachable_application_is_one_clear_line(
