@@ -156,7 +156,10 @@ def test_publish_reports_the_event_and_its_engine(settings: Path) -> None:
         cwd=settings.parent,
     )
     assert out.startswith("published ")
-    assert out.rstrip().endswith(" to analytics.view on engine memory-reliable")
+    assert out.rstrip().endswith(
+        " to analytics.view on engine memory-reliable (in-process: only subscribers of this"
+        " command could see it)"
+    )
 
 
 def read_line(stream: object, timeout: float) -> str:
@@ -179,7 +182,8 @@ def test_tail_prints_events_published_by_other_processes(shared: Path) -> None:
         ready = read_line(tail.stderr, TIMEOUT)
         assert ready.startswith("eventbus: tailing '*' on shared, local;"), ready
         assert "local: this process only" in ready
-        ok("publish", "remote.a", '{"n": 1}', *where, cwd=shared.parent)
+        published = ok("publish", "remote.a", '{"n": 1}', *where, cwd=shared.parent)
+        assert published.rstrip().endswith(" to remote.a on engine shared")
         ok("publish", "remote.b", "[1, 2]", "--tenant", "acme", *where, cwd=shared.parent)
         ok("publish", "remote.c", '"text"', "--partition-key", "k7", *where, cwd=shared.parent)
         out, err = tail.communicate(timeout=TIMEOUT)

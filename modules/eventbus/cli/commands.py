@@ -52,10 +52,12 @@ async def cmd_publish(args: argparse.Namespace) -> int:
             partition_key=args.partition_key,
             tenant=args.tenant,
         )
-        engine = session.bus.get_router().engine_for_topic(args.topic)
-        if args.tenant:
-            engine = session.bus.for_tenant(args.tenant).get_router().engine_for_topic(args.topic)
-        print(f"published {event.id} to {args.topic} on engine {engine}")
+        bus = session.bus
+        router = bus.for_tenant(args.tenant).get_router() if args.tenant else bus.get_router()
+        engine = router.engine_for_topic(args.topic)
+        local = not bus.engines()[engine].capabilities.cross_process
+        note = " (in-process: only subscribers of this command could see it)" if local else ""
+        print(f"published {event.id} to {args.topic} on engine {engine}{note}")
         return 0
 
     return await running(args, publish)
@@ -76,8 +78,6 @@ async def cmd_tail(args: argparse.Namespace) -> int:
     validate_pattern(args.pattern)
     if args.tenant:
         validate_tenant(args.tenant)
-    if args.count is not None and args.count <= 0:
-        raise CommandError(f"--count must be positive, got {args.count}")
 
     async def tail(session: Session) -> int:
         bus = session.bus
