@@ -24,6 +24,8 @@ async def cmd_stats(args: argparse.Namespace) -> int:
                 "stats reads a running application's /metrics: pass --url, or set "
                 "eventbus.metrics.prometheus in the settings (see --settings)"
             )
+        if server.port == 0:
+            raise CommandError("eventbus.metrics.prometheus.port is 0 (any free port): pass --url")
         host = "127.0.0.1" if server.host in ("0.0.0.0", "::", "") else server.host
         url = f"http://{host}:{server.port}/metrics"
         namespace = namespace or server.namespace
