@@ -239,6 +239,9 @@ class EventBusModule(Module):
         if route is None:
             route = await self._route(topic, tenant)
         engine, history = route
+        span = None
+        if self._tracer is not None:  # a producer span; its context travels in the metadata
+            span, metadata = tracing.start_publish(self._tracer, topic, engine.name, metadata)
         event = make_event(
             topic,
             payload,
@@ -248,10 +251,10 @@ class EventBusModule(Module):
             tenant,
             partition_key,
         )
-        if self._tracer is None:
+        if span is None:
             await engine.publish(event)
-        else:  # in a producer span, whose context the event carries (tracing.py)
-            event = await tracing.publish_traced(self._tracer, engine, event)
+        else:
+            await tracing.publish_in_span(span, engine, event)
         history.record(event)
         if self._observe_published:
             self._emit(

@@ -16,7 +16,7 @@ import, no wrapper, one ``is None`` test per publish.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -50,32 +50,36 @@ def tracer() -> Tracer | None:
     return provider.get_tracer(INSTRUMENTATION)
 
 
-async def publish_traced(tracer: Tracer, engine: Engine, event: Event) -> Event:
-    """``engine.publish`` of ``event`` with its context added to the metadata, inside a
-    PRODUCER span (current meanwhile, so in-process handlers inherit it); returns the event
-    as published."""
+def start_publish(
+    tracer: Tracer, topic: str, engine: str, metadata: Mapping[str, str] | None
+) -> tuple[Span, dict[str, str]]:
+    """A started PRODUCER span, and ``metadata`` with its context added."""
     from opentelemetry import propagate, trace
 
-    from .event import describe
-
     span = tracer.start_span(
-        f"{event.topic} publish",
+        f"{topic} publish",
         kind=trace.SpanKind.PRODUCER,
         attributes={
             "messaging.system": SYSTEM,
             "messaging.operation.type": "send",
             "messaging.operation.name": "publish",
-            "messaging.destination.name": event.topic,
-            "messaging.message.id": event.id,
-            "messaging.eventbus.engine": engine.name,
+            "messaging.destination.name": topic,
+            "messaging.eventbus.engine": engine,
         },
     )
+    carried = dict(metadata or {})
+    propagate.inject(carried, context=trace.set_span_in_context(span))
+    return span, carried
+
+
+async def publish_in_span(span: Span, engine: Engine, event: Event) -> None:
+    """``engine.publish(event)`` with ``span`` current (in-process handlers inherit it) and
+    ended afterwards, with the error if the publish failed."""
+    from opentelemetry import trace
+
+    span.set_attribute("messaging.message.id", event.id)
     with trace.use_span(span, end_on_exit=True, record_exception=True):
-        carried = dict(event.metadata)
-        propagate.inject(carried)
-        event = event._replace(metadata=describe(carried))
         await engine.publish(event)
-    return event
 
 
 def traced_handler(tracer: Tracer, handler: Handler) -> Handler:
