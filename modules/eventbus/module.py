@@ -15,7 +15,6 @@ from modular import Application, Module, ServiceProvider, current_tenant, mask_s
 from modular.observer import ObserverRegistry
 from modular.tenants import current_tenant_var
 
-from . import tracing
 from .config import EngineSpec, EventBusConfig
 from .delivery import DeliveryStats, call_handler, context_for, report_failure
 from .engines.base import Engine
@@ -81,7 +80,6 @@ class EventBusModule(Module):
         self._observe_received = False
         self._start_lock = asyncio.Lock()
         self.metrics = MetricsExporters()  # the exporters of config.metrics
-        self._tracer: Any = None  # an OpenTelemetry tracer when tracing is on (tracing.py)
 
     # --- module lifecycle ---------------------------------------------------------------
 
@@ -96,7 +94,6 @@ class EventBusModule(Module):
         self.config = app.config_section(self.name)
         self._source = self.config.source
         self.metrics = MetricsExporters(self.config.metrics)
-        self._tracer = tracing.tracer()
         specs = self.config.effective_engines()
         for i, spec in enumerate(specs):
             path = f"eventbus.engines[{i}]" if self.config.engines else "eventbus"
@@ -239,9 +236,6 @@ class EventBusModule(Module):
         if route is None:
             route = await self._route(topic, tenant)
         engine, history = route
-        span = None
-        if self._tracer is not None:  # a producer span; its context travels in the metadata
-            span, metadata = tracing.start_publish(self._tracer, topic, engine.name, metadata)
         event = make_event(
             topic,
             payload,
@@ -251,10 +245,7 @@ class EventBusModule(Module):
             tenant,
             partition_key,
         )
-        if span is None:
-            await engine.publish(event)
-        else:
-            await tracing.publish_in_span(span, engine, event)
+        await engine.publish(event)
         history.record(event)
         if self._observe_published:
             self._emit(
@@ -332,8 +323,6 @@ class EventBusModule(Module):
     ) -> Subscription:
         pattern = validate_pattern(topic)
         check_handler(pattern, handler)
-        if self._tracer is not None:
-            handler = tracing.traced_handler(self._tracer, handler)
         if tenant is not None:
             validate_tenant(tenant)
             all_tenants = False
