@@ -17,13 +17,14 @@ from pydantic import BaseModel
 from .config import deep_merge, load_environment_variables, load_settings, section
 from .config import validate_section as _validate_section
 from .errors import ConfigError, DependencyError, LifecycleError
-from .logging_setup import configure_logging
+from .logging_setup import MaskingFilter, configure_logging
 from .module import Module, ServiceDependency
 from .observer import Observer, ObserverRegistry
 from .services import ServiceRegistry
 from .tenants import TenantService
 
 logger = logging.getLogger("modular.application")
+logger.addFilter(MaskingFilter())  # exception texts may quote a broker URL
 
 T = TypeVar("T")
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import types
 import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -217,16 +218,70 @@ def validate_section(model: type[M], data: Mapping[str, Any] | None, path: str) 
     try:
         return model.model_validate(canonical_keys(model, data or {}, path))
     except ValidationError as exc:
-        problems = []
+        # path -> (loc, the bad value or _UNSHOWN, messages): the members of a union each
+        # reject the value; that is one problem, its value shown once.
+        problems: dict[str, tuple[tuple[int | str, ...], Any, list[str]]] = {}
         for err in exc.errors(include_url=False):
-            loc, message = tuple(err["loc"]), err["msg"].removeprefix("Value error, ")
+            loc, message = _field_loc(model, tuple(err["loc"])), err["msg"]
+            message, value = message.removeprefix("Value error, "), err.get("input", _UNSHOWN)
             cause = err.get("ctx", {}).get("error")
-            if isinstance(cause, FieldError):
-                loc, message = loc + cause.loc, str(cause)
-            elif err["type"] != "missing":
-                message += _shown(model, loc, err.get("input"), message)
-            problems.append(f"{_format_path(path, loc)}: {message}")
-        raise ConfigError(mask_secrets("; ".join(problems))) from None
+            if isinstance(cause, FieldError):  # its message is written to be shown as it is
+                loc, message, value = loc + cause.loc, str(cause), _UNSHOWN
+            elif err["type"] == "missing":
+                value = _UNSHOWN
+            problems.setdefault(_format_path(path, loc), (loc, value, []))[2].append(message)
+        lines = []
+        for where, (loc, value, messages) in problems.items():
+            message = ", or ".join(dict.fromkeys(messages))
+            if value is not _UNSHOWN:
+                message += _shown(model, loc, value, message)
+            lines.append(f"{where}: {message}")
+        raise ConfigError(mask_secrets("; ".join(lines))) from None
+
+
+_UNSHOWN = object()
+
+
+def _field_loc(model: type[BaseModel], loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """``loc`` without the names pydantic gives the members of a union (``int``,
+    ``literal['auto']``): they are no part of the path the user wrote."""
+    out: list[int | str] = []
+    annotation: Any = model
+    for part in loc:
+        annotation = _without_none(annotation)
+        origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = _field_named(annotation, part)
+            annotation = field.annotation if field is not None else None
+        elif origin in (list, tuple, set, frozenset) and args:
+            annotation = args[0]
+        elif origin is dict and len(args) == 2:
+            annotation = args[1]
+        elif origin in (typing.Union, types.UnionType) and isinstance(part, str):
+            annotation = None  # which member the rest of ``loc`` is inside is not known
+            continue
+        else:
+            annotation = None
+        out.append(part)
+    return tuple(out)
+
+
+def _without_none(annotation: Any) -> Any:
+    """``X`` for ``Annotated[X, ...]`` and ``X | None`` (pydantic names no member there)."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _without_none(typing.get_args(annotation)[0])
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(members) == 1:
+            return _without_none(members[0])
+    return annotation
+
+
+def _field_named(model: type[BaseModel], part: int | str) -> Any:
+    for name, field in model.model_fields.items():
+        if part in (name, field.alias):
+            return field
+    return None
 
 
 def _shown(model: type[BaseModel], loc: tuple[int | str, ...], value: Any, message: str) -> str:

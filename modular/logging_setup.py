@@ -1,4 +1,5 @@
-"""Readable logging for programs built on modular (the library itself only adds NullHandlers).
+"""Readable logging for programs built on modular (the library itself only adds NullHandlers),
+never showing a credential.
 
 ``configure_logging()`` gives a program that configured nothing a stderr handler, so that a
 failing handler or an engine that could not start is visible. A program that set up logging
@@ -26,6 +27,25 @@ class MaskingFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return mask_secrets(super().format(record))
+
+
+class MaskingFilter(logging.Filter):
+    """Masks credentials in the records of the logger it is added to, for every handler: the
+    message, and the traceback text (``exc_info`` itself stays, for error trackers)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_secrets(message)
+        if masked != message:
+            record.msg, record.args = masked, ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = mask_secrets(_PLAIN.formatException(record.exc_info))
+        if record.stack_info:
+            record.stack_info = mask_secrets(record.stack_info)
+        return True
+
+
+_PLAIN = logging.Formatter()
 
 
 class _StderrHandler(logging.StreamHandler[TextIO]):

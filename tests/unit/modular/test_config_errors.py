@@ -165,3 +165,23 @@ def test_a_value_that_is_only_part_of_a_word_in_the_message_is_shown() -> None:
 
     message = error_of(Mode, {"mode": "time"})
     assert message == "svc.mode: Input should be 'drop', 'block' or 'timeout' (got 'time')"
+
+
+def test_a_value_every_member_of_a_union_rejects_is_one_problem() -> None:
+    class Sizing(BaseModel):
+        workers: int | Literal["auto"] = "auto"
+        limits: dict[str, int | Literal["none"]] = Field(default_factory=dict)
+
+    message = error_of(Sizing, {"workers": "many", "limits": {"queue": "big"}})
+    assert message == (
+        "svc.workers: Input should be a valid integer, unable to parse string as an integer, "
+        "or Input should be 'auto' (got 'many'); "
+        "svc.limits.queue: Input should be a valid integer, unable to parse string as an "
+        "integer, or Input should be 'none' (got 'big')"
+    )
+
+
+def test_two_fields_with_the_same_bad_value_are_two_problems() -> None:
+    message = error_of(Pool, {"workerCount": "x", "maxQueueSize": "x"})
+    assert message.count("(got 'x')") == 2
+    assert "svc.worker_count: " in message and "svc.max_queue_size: " in message

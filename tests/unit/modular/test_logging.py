@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from modular import Application, CloudEvent, LifecycleError, Module
+
 ROOT = Path(__file__).resolve().parents[3]
 FAILURE = "failed on topic system.health (engine memory-reliable): RuntimeError: audit log"
 
@@ -231,3 +233,47 @@ def test_both_packages_are_marked_typed_and_shipped() -> None:
         # hatch leaves out what git ignores
         ignored = subprocess.run(["git", "check-ignore", "-q", str(marker)], cwd=ROOT, check=False)
         assert ignored.returncode == 1, f"{marker} is ignored by git, so not shipped"
+
+
+# --- what modular logs itself ---------------------------------------------------------------
+
+
+async def test_a_stop_failure_is_logged_with_its_traceback_masked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Broker(Module):
+        name = "broker"
+
+        async def stop(self) -> None:
+            raise ConnectionError("lost redis://alice:s3cret@127.0.0.1:6379")
+
+    app = Application(envvar_prefix=None)
+    app.register_module(Broker())
+    await app.start()
+    with pytest.raises(LifecycleError) as caught:
+        await app.stop()
+
+    assert "redis://alice:***@127.0.0.1:6379" in str(caught.value)
+    (record,) = caplog.records
+    assert record.getMessage() == "module broker failed to stop"
+    assert isinstance(record.exc_info and record.exc_info[1], ConnectionError)  # kept for tools
+    assert "ConnectionError: lost redis://alice:***@127.0.0.1:6379" in caplog.text
+    assert "s3cret" not in caplog.text
+    assert "s3cret" not in str(caught.value)
+
+
+async def test_an_observer_failure_is_logged_masked(caplog: pytest.LogCaptureFixture) -> None:
+    app = Application(envvar_prefix=None)
+
+    def broken(event: CloudEvent) -> None:
+        raise ValueError(f"cannot forward {event.type} to amqp://bob:hunter2@mq?token=t0k")
+
+    app.register_observer(broken)
+    app.emit("com.example.ping", "test")
+
+    (record,) = caplog.records
+    assert record.name == "modular.observer"
+    assert "ValueError: cannot forward com.example.ping to amqp://bob:***@mq?token=***" in (
+        caplog.text
+    )
+    assert "hunter2" not in caplog.text and "t0k" not in caplog.text
