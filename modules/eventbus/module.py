@@ -30,6 +30,7 @@ from .event import (
     make_event,
 )
 from .history import History
+from .metrics import MetricsExporters
 from .registry import create_engine
 from .router import Router
 from .topics import matches, validate_pattern, validate_tenant, validate_topic
@@ -79,6 +80,7 @@ class EventBusModule(Module):
         self._observe_published = False
         self._observe_received = False
         self._start_lock = asyncio.Lock()
+        self.metrics = MetricsExporters()  # the exporters of config.metrics
 
     # --- module lifecycle ---------------------------------------------------------------
 
@@ -92,6 +94,7 @@ class EventBusModule(Module):
         self._observers_changed()
         self.config = app.config_section(self.name)
         self._source = self.config.source
+        self.metrics = MetricsExporters(self.config.metrics)
         specs = self.config.effective_engines()
         for i, spec in enumerate(specs):
             path = f"eventbus.engines[{i}]" if self.config.engines else "eventbus"
@@ -125,6 +128,7 @@ class EventBusModule(Module):
             return
         if self._router is None:
             raise EventBusNotStartedError("the event bus is not initialised: call app.init()")
+        await self.metrics.start(self)  # first: a port in use fails before engines connect
         for key in list(self._engines):
             await self._start_engine(key)
         self._running = True
@@ -157,6 +161,7 @@ class EventBusModule(Module):
             sub.active = False
         self._subscriptions.clear()
         self._topic_counts.clear()
+        await self.metrics.stop()  # last: Datadog's final flush sees the drained stats
         self._emit("bus.stopped", engines=list(self._engines))
 
     # --- tenants ------------------------------------------------------------------------

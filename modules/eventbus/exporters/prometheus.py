@@ -1,14 +1,17 @@
 """A Prometheus collector of the bus's delivery stats, read at scrape time.
 
     from prometheus_client import REGISTRY
-    REGISTRY.register(EventBusCollector(bus))
+    REGISTRY.register(PrometheusCollector(bus, namespace="modular_eventbus"))
 
 Counters ``<namespace>_{delivered,dropped,failed,decode_errors,reconnects}_total`` with an
-``engine`` label (``_all`` for the sum), and the gauge ``<namespace>_subscriptions``.
+``engine`` label (each engine's name, and ``_all`` for the sum over every engine), and the
+gauge ``<namespace>_subscriptions``. ``EventBusModule`` serves them itself when the
+``eventbus`` section has ``metrics.prometheus`` (see ``modules.eventbus.metrics``).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -30,30 +33,46 @@ COUNTERS = {
     "reconnects": "Broker connections re-established",
 }
 
+_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 
-class EventBusCollector(Collector):
+
+class PrometheusCollector(Collector):
+    """Reads ``bus.per_engine_stats()`` at every scrape; register it with any registry."""
+
     def __init__(self, bus: EventBusModule, namespace: str = "modular_eventbus") -> None:
+        if namespace and not _METRIC_NAME.match(namespace):
+            raise ValueError(
+                f"namespace must be a Prometheus metric name prefix ([a-zA-Z_:][a-zA-Z0-9_:]*), "
+                f"got {namespace!r}"
+            )
         self.bus = bus
         self.namespace = namespace
 
+    def _name(self, metric: str) -> str:
+        return f"{self.namespace}_{metric}" if self.namespace else metric
+
     def describe(self) -> Iterator[Metric]:
-        return iter(())  # the engines are known only once the bus is initialised
+        # Names only: registering checks them for clashes before the engines are known.
+        for field, documentation in COUNTERS.items():
+            yield CounterMetricFamily(self._name(field), documentation, labels=["engine"])
+        yield GaugeMetricFamily(
+            self._name("subscriptions"), "Live subscriptions", labels=["engine"]
+        )
 
     def collect(self) -> Iterator[Metric]:
-        per_engine = self.bus.per_engine_stats()
-        total = sum(per_engine.values(), DeliveryStats())
+        # Scrapes run on the HTTP server's thread: take one copy of the stats, then format.
+        per_engine = sorted(self.bus.per_engine_stats().items())
+        total = sum((stats for _, stats in per_engine), DeliveryStats())
         for field, documentation in COUNTERS.items():
-            family = CounterMetricFamily(
-                f"{self.namespace}_{field}", documentation, labels=["engine"]
-            )
+            family = CounterMetricFamily(self._name(field), documentation, labels=["engine"])
             family.add_metric([ALL_ENGINES], getattr(total, field))
-            for name, stats in sorted(per_engine.items()):
+            for name, stats in per_engine:
                 family.add_metric([name], getattr(stats, field))
             yield family
         subscriptions = GaugeMetricFamily(
-            f"{self.namespace}_subscriptions", "Live subscriptions", labels=["engine"]
+            self._name("subscriptions"), "Live subscriptions", labels=["engine"]
         )
-        counts = dict.fromkeys(per_engine, 0)
+        counts = dict.fromkeys((name for name, _ in per_engine), 0)
         live = self.bus.subscriptions()
         for sub in live:
             for name in sub.engines:
@@ -62,3 +81,7 @@ class EventBusCollector(Collector):
         for name, count in sorted(counts.items()):
             subscriptions.add_metric([name], count)
         yield subscriptions
+
+
+# The name of earlier releases.
+EventBusCollector = PrometheusCollector
