@@ -17,7 +17,14 @@ from modular.tenants import current_tenant_var
 
 from . import tracing
 from .config import EngineSpec, EventBusConfig
-from .delivery import DeliveryStats, call_handler, context_for, report_failure
+from .delivery import (
+    DeliveryStats,
+    Dispatcher,
+    LatencyHistogram,
+    call_handler,
+    context_for,
+    report_failure,
+)
 from .engines.base import Engine
 from .errors import EngineUnavailableError, EventBusNotStartedError
 from .event import (
@@ -80,6 +87,7 @@ class EventBusModule(Module):
         self._observe_published = False
         self._observe_received = False
         self._start_lock = asyncio.Lock()
+        self._record_latency = False
         self.metrics = MetricsExporters()  # the exporters of config.metrics
 
     # --- module lifecycle ---------------------------------------------------------------
@@ -116,6 +124,8 @@ class EventBusModule(Module):
             engine.config.max_event_queue_size, engine.config.history_ttl, self._clock
         )
         engine.attach(_Hooks(self, key), config.source)
+        if self._record_latency:
+            _record_latency(engine)
         return engine
 
     def _observers_changed(self) -> None:
@@ -482,6 +492,22 @@ class EventBusModule(Module):
     def per_engine_stats(self) -> dict[str, DeliveryStats]:
         return {key: engine.stats() for key, engine in self._engines.items()}
 
+    def record_latency(self) -> None:
+        """Record publish-to-handler latency per engine from now on (a metrics exporter asks
+        for it; it costs a little on every delivery, so it is off until then)."""
+        self._record_latency = True
+        for engine in self._engines.values():
+            _record_latency(engine)
+
+    def latency_histograms(self) -> dict[str, LatencyHistogram]:
+        """Copies of each engine's publish-to-handler histogram (see ``record_latency``)."""
+        found: dict[str, LatencyHistogram] = {}
+        for key, engine in list(self._engines.items()):
+            histogram = getattr(getattr(engine, "dispatcher", None), "latency", None)
+            if isinstance(histogram, LatencyHistogram):
+                found[key] = histogram.snapshot()
+        return found
+
     def engine(self, name: str) -> Engine:
         try:
             return self._engines[name]
@@ -536,6 +562,12 @@ class EventBusModule(Module):
     def _emit(self, kind: str, **data: Any) -> None:
         if self._app is not None:
             self._app.emit(EVENT_PREFIX + kind, SOURCE, data)
+
+
+def _record_latency(engine: Engine) -> None:
+    dispatcher = getattr(engine, "dispatcher", None)  # engines with a local fan-out
+    if isinstance(dispatcher, Dispatcher) and dispatcher.latency is None:
+        dispatcher.latency = LatencyHistogram()
 
 
 async def _stop_engines(engines: list[Engine], timeout: float) -> None:

@@ -4,8 +4,10 @@
     REGISTRY.register(PrometheusCollector(bus, namespace="modular_eventbus"))
 
 Counters ``<namespace>_{delivered,dropped,failed,decode_errors,reconnects}_total`` with an
-``engine`` label (each engine's name, and ``_all`` for the sum over every engine), and the
-gauge ``<namespace>_subscriptions``. ``EventBusModule`` serves them itself when the
+``engine`` label (each engine's name, and ``_all`` for the sum over every engine), the
+gauge ``<namespace>_subscriptions``, and the histogram
+``<namespace>_delivery_latency_seconds`` (publish to handler start, per engine; recorded
+from the moment a collector is made). ``EventBusModule`` serves them itself when the
 ``eventbus`` section has ``metrics.prometheus`` (see ``modules.eventbus.metrics``).
 """
 
@@ -15,10 +17,15 @@ import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
-from ..delivery import DeliveryStats
+from ..delivery import DeliveryStats, LatencyHistogram
 
 if TYPE_CHECKING:
     from ..module import EventBusModule
@@ -47,6 +54,7 @@ class PrometheusCollector(Collector):
             )
         self.bus = bus
         self.namespace = namespace
+        bus.record_latency()
 
     def _name(self, metric: str) -> str:
         return f"{self.namespace}_{metric}" if self.namespace else metric
@@ -58,6 +66,7 @@ class PrometheusCollector(Collector):
         yield GaugeMetricFamily(
             self._name("subscriptions"), "Live subscriptions", labels=["engine"]
         )
+        yield HistogramMetricFamily(self._name(LATENCY), LATENCY_HELP, labels=["engine"])
 
     def collect(self) -> Iterator[Metric]:
         # Scrapes run on the HTTP server's thread: take one copy of the stats, then format.
@@ -81,6 +90,24 @@ class PrometheusCollector(Collector):
         for name, count in sorted(counts.items()):
             subscriptions.add_metric([name], count)
         yield subscriptions
+        latency = HistogramMetricFamily(self._name(LATENCY), LATENCY_HELP, labels=["engine"])
+        for name, histogram in sorted(self.bus.latency_histograms().items()):
+            latency.add_metric([name], _buckets(histogram), sum_value=histogram.total)
+        yield latency
+
+
+LATENCY = "delivery_latency_seconds"
+LATENCY_HELP = "Seconds from publish to the start of a handler"
+
+
+def _buckets(histogram: LatencyHistogram) -> list[tuple[str, float]]:
+    """Cumulative counts per upper bound, as Prometheus histograms are exposed."""
+    buckets: list[tuple[str, float]] = []
+    running = 0
+    for bound, count in zip((*histogram.BOUNDS, float("inf")), histogram.counts, strict=True):
+        running += count
+        buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
+    return buckets
 
 
 # The name of earlier releases.

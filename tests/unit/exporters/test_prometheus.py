@@ -135,3 +135,37 @@ async def test_bad_metrics_config_fails_init_naming_the_key(
     app.register_module(EventBusModule())
     with pytest.raises(ConfigError, match=message):
         await app.init()
+
+
+async def test_publish_to_handler_latency_histogram_per_engine(traffic: Traffic) -> None:
+    async with running_bus(bus_config()) as bus:
+        await traffic.subscribe(bus)
+        await traffic.send(bus, "user.before")  # not recorded: no collector yet
+        registry = CollectorRegistry()
+        registry.register(PrometheusCollector(bus, namespace="bus"))
+        await traffic.send(bus, "user.a", "user.b", "order.ok", "order.bad")
+        families = {
+            family.name: family
+            for family in text_string_to_metric_families(generate_latest(registry).decode())
+        }
+        latency = families["bus_delivery_latency_seconds"]
+        assert latency.type == "histogram"
+        samples = [(s.name, s.labels, s.value) for s in latency.samples]
+        counts = {
+            labels["engine"]: value for name, labels, value in samples if name.endswith("_count")
+        }
+        assert counts == {"fast": 2, "custom": 2}
+        for engine in ("fast", "custom"):
+            buckets = [
+                (float(labels["le"]), value)
+                for name, labels, value in samples
+                if name.endswith("_bucket") and labels["engine"] == engine
+            ]
+            assert buckets[-1] == (float("inf"), 2)
+            assert [v for _, v in buckets] == sorted(v for _, v in buckets)  # cumulative
+            (total,) = [
+                value
+                for name, labels, value in samples
+                if name.endswith("_sum") and labels["engine"] == engine
+            ]
+            assert 0 <= total < 5  # seconds, from publish to the handler
