@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
+from modular import mask_secrets
 from modular.tenants import current_tenant_var
 
 from .event import Event, Subscription
@@ -58,6 +59,11 @@ logger = logging.getLogger("modules.eventbus.delivery")
 YIELD_EVERY = 256  # deliveries started without waiting, between two yields of a publisher
 # What a handler may raise that is not its own failure: the process is being ended.
 _FATAL = (KeyboardInterrupt, SystemExit)
+# The mailbox whose handler is running, in that handler's context (and so in the tasks it
+# starts): a publish from there must not wait for room in it (see _offer_full).
+_serving: contextvars.ContextVar[Mailbox | None] = contextvars.ContextVar(
+    "eventbus_serving", default=None
+)
 
 
 class DeliveryMode(StrEnum):
@@ -312,6 +318,8 @@ def finish(result: Any, ctx: contextvars.Context) -> Awaitable[None] | None:
         except StopIteration:
             return None
         return _resume_in_context(result, ctx, yielded)
+    if not inspect.isawaitable(result):
+        return None  # a plain function that returned a value: it has finished
     return typing.cast(Awaitable[None], result)
 
 
@@ -357,16 +365,21 @@ def report_failure(
     hooks: DeliveryHooks | None,
 ) -> None:
     logger.warning(
-        "handler of subscription %s failed on topic %s (engine %s): %s: %s",
+        "handler of subscription %s failed on topic %s (engine %s): %s",
         sub.id,
         event.topic,
         engine,
-        type(error).__name__,
-        error,
+        describe_error(error),
         exc_info=error if logger.isEnabledFor(logging.DEBUG) else None,
     )
     if hooks is not None:
         hooks.failed(sub, event, error)
+
+
+def describe_error(error: BaseException) -> str:
+    """``Type: message`` of a handler's error, credentials masked (a handler's exception
+    may quote a connection URL)."""
+    return mask_secrets(f"{type(error).__name__}: {error}")
 
 
 def is_async_callable(handler: Callable[..., Any]) -> bool:
@@ -399,9 +412,6 @@ class Dispatcher:
         self._pool = Mailbox(policy.queue_size)
         self._pooled: set[Subscription] = set()  # async subscriptions, served by the pool
         self._workers: list[asyncio.Task[None]] = []
-        # consumer task -> the mailbox it drains: a publish from inside a handler never
-        # waits on that mailbox (see _offer_full)
-        self._consumers: dict[asyncio.Task[Any], Mailbox] = {}
         self._overflowed: set[Subscription] = set()  # logged once each
         self._turn = 0
         self._pending = 0  # queued or running deliveries
@@ -484,9 +494,9 @@ class Dispatcher:
         settlement: SettlementCallback | None,
     ) -> None:
         count = len(targets)
-        ctx = contextvars.copy_context()
-        if ctx.get(current_tenant_var) != event.tenant:  # context_for(), inlined
-            ctx.run(current_tenant_var.set, event.tenant)
+        base = contextvars.copy_context()
+        if base.get(current_tenant_var) != event.tenant:  # context_for(), inlined
+            base.run(current_tenant_var.set, event.tenant)
         settle = Settlement(count, settlement) if settlement is not None else None
         start = 0
         if count > 1 and self.policy.rotate:
@@ -495,13 +505,24 @@ class Dispatcher:
         self._unyielded += count
         for i in range(count):
             sub, mailbox = targets[(start + i) % count]
+            # Each handler gets a context of its own: what one sets is not another's.
+            ctx = base if count == 1 else base.copy()
             if not mailbox.items and sub in self._direct and not mailbox.closed:
                 self._hand_over(sub, event, ctx, settle, mailbox)
                 continue
             item = (sub, event, ctx, settle, None)
             self._pending += 1
             if not mailbox.offer(item):
-                await self._offer_full(mailbox, item)
+                try:
+                    await self._offer_full(mailbox, item)
+                except asyncio.CancelledError:
+                    # The publisher gave up while waiting for room: this delivery and those
+                    # not reached yet are dropped, and left unsettled (a broker redelivers).
+                    self._pending -= 1
+                    self.stats.dropped += count - i
+                    if self._pending == 0 and self._idle is not None:
+                        self._idle.set()
+                    raise
 
     def _hand_over(
         self,
@@ -531,7 +552,7 @@ class Dispatcher:
         except BaseException as exc:  # never into the publisher: a failure of the handler
             self._settled(sub, event, settle, exc)
             return
-        if result is None:
+        if result is None or not inspect.isawaitable(result):
             self._settled(sub, event, settle, None)
             return
         # A plain function that returned an awaitable: its consumer awaits that, and the
@@ -559,7 +580,7 @@ class Dispatcher:
             await asyncio.sleep(0)  # consumers ready to run get the CPU before we decide
             if self._place(mailbox, item):
                 return
-        elif self._consumers.get(asyncio.current_task()) is mailbox:  # type: ignore[arg-type]
+        elif _serving.get() is mailbox:
             # A handler publishing into its own full mailbox would wait on itself for ever.
             self._overflow(mailbox, item)
             return
@@ -614,10 +635,7 @@ class Dispatcher:
     # --- consumers ----------------------------------------------------------------------
 
     def _start_consumer(self, mailbox: Mailbox) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(self._consume(mailbox))
-        self._consumers[task] = mailbox
-        task.add_done_callback(lambda done: self._consumers.pop(done, None))
-        return task
+        return asyncio.get_running_loop().create_task(self._consume(mailbox))
 
     def _ensure_workers(self) -> None:
         if not self._workers:
@@ -631,11 +649,19 @@ class Dispatcher:
         items = mailbox.items
         stats = self.stats
         generation = self._generation
+        unyielded = 0
         while True:
             if not items:
                 if mailbox.closed:
                     return
+                unyielded = 0
                 await mailbox.arrival()
+                continue
+            unyielded += 1
+            if unyielded >= YIELD_EVERY:
+                # A backlog of handlers that never suspend must not hold the loop either.
+                unyielded = 0
+                await asyncio.sleep(0)
                 continue
             item = items.popleft()
             if mailbox.putters:
@@ -648,6 +674,7 @@ class Dispatcher:
                 self.latency.observe(time.time() - event.timestamp)
             error: BaseException | None = None
             try:
+                ctx.run(_serving.set, mailbox)
                 if result is None:
                     result = invoke(sub, event, ctx)
                 if result is not None and (remaining := finish(result, ctx)) is not None:
@@ -657,9 +684,10 @@ class Dispatcher:
                     error = exc
                 else:
                     # Stopped mid-handler at shutdown: a drop, never settled (a broker
-                    # redelivers it).
-                    stats.dropped += 1
-                    self._done()
+                    # redelivers it); not counted again when close() abandoned it already.
+                    if generation == self._generation:
+                        stats.dropped += 1
+                        self._done()
                     raise
             except _FATAL:
                 raise
@@ -767,8 +795,6 @@ class Dispatcher:
             # finish later is not counted (see the generation check in _consume).
             self._generation += 1
             self.stats.dropped += len(running)
-            for task in running:
-                self._consumers.pop(task, None)
             logger.error(
                 "engine %s: %d handler(s) did not end when cancelled at stop; abandoned "
                 "(their events are counted as dropped)",

@@ -106,6 +106,12 @@ def check_handler(topic: str, handler: object) -> None:
     (checked at subscribe, so that a wrong handler fails there rather than on every event)."""
     if not callable(handler):
         raise TypeError(f"handler for {topic!r} must be callable, got {handler!r}")
+    if inspect.isgeneratorfunction(handler) or inspect.isasyncgenfunction(handler):
+        name = getattr(handler, "__qualname__", repr(handler))
+        raise TypeError(
+            f"handler {name} for {topic!r} is a generator function: calling it runs "
+            "nothing; use a plain function or an `async def` that returns nothing"
+        )
     try:
         signature = inspect.signature(handler)
     except (TypeError, ValueError):  # no signature to read (some builtins): trust it
@@ -115,9 +121,10 @@ def check_handler(topic: str, handler: object) -> None:
     except TypeError:
         name = getattr(handler, "__qualname__", type(handler).__qualname__)
         raise TypeError(
-            f"handler {name}{signature} for {topic!r} must take exactly one argument, the "
-            "Event (e.g. `async def handler(event)`); a Go-style (ctx, event) handler does "
-            "not fit: context variables such as current_tenant() are set when it runs"
+            f"handler {name}{signature} for {topic!r} must be callable with one positional "
+            "argument, the Event (e.g. `async def handler(event)`); a Go-style (ctx, event) "
+            "handler does not fit: context variables such as current_tenant() are set when "
+            "it runs"
         ) from None
 
 

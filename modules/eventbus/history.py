@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 
 from .event import Event
@@ -10,26 +10,33 @@ from .topics import matches
 
 
 class History:
-    """Ring buffers of recent events by topic.
+    """Ring buffers of recent events by topic, the topics kept in order of their last event.
 
-    Expired events leave a topic's buffer when that topic is published to again or read;
-    every ``SWEEP_EVERY`` records one pass drops the buffers of topics gone quiet, so that
-    memory stays bounded without scanning everything on every publish.
+    Expired events leave a topic's buffer when that topic is published to again or read.
+    Every ``SWEEP_EVERY`` records, the topics gone quiet for ``ttl`` are dropped from the
+    least recently written end (work in proportion to what is dropped, however many topics
+    there are), and at most ``MAX_TOPICS`` topics are kept (the quietest go first).
     """
 
     SWEEP_EVERY = 4096
+    MAX_TOPICS = 100_000
 
     def __init__(self, max_per_topic: int, ttl: float, clock: Callable[[], float]) -> None:
         self.max_per_topic = max_per_topic
         self.ttl = ttl
         self.clock = clock
-        self._topics: dict[str, deque[Event]] = {}
+        self._topics: OrderedDict[str, deque[Event]] = OrderedDict()
         self._until_sweep = self.SWEEP_EVERY
 
     def record(self, event: Event) -> None:
-        buffer = self._topics.get(event.topic)
+        topics = self._topics
+        buffer = topics.get(event.topic)
         if buffer is None:
-            buffer = self._topics[event.topic] = deque(maxlen=self.max_per_topic)
+            if len(topics) >= self.MAX_TOPICS:
+                topics.popitem(last=False)
+            buffer = topics[event.topic] = deque(maxlen=self.max_per_topic)
+        else:
+            topics.move_to_end(event.topic)
         buffer.append(event)
         cutoff = event.timestamp - self.ttl
         while buffer[0].timestamp < cutoff:
@@ -37,7 +44,17 @@ class History:
         self._until_sweep -= 1
         if self._until_sweep <= 0:
             self._until_sweep = self.SWEEP_EVERY
-            self._sweep(self.clock() - self.ttl)
+            self._drop_quiet(self.clock() - self.ttl)
+
+    def _drop_quiet(self, cutoff: float) -> None:
+        """Drop the topics whose newest event is older than ``cutoff``: they are at the
+        front, as the topics are in order of their last event."""
+        topics = self._topics
+        while topics:
+            topic, buffer = next(iter(topics.items()))
+            if buffer and buffer[-1].timestamp >= cutoff:
+                return
+            del topics[topic]
 
     def read(
         self,

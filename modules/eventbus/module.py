@@ -23,6 +23,7 @@ from .delivery import (
     LatencyHistogram,
     call_handler,
     context_for,
+    describe_error,
     report_failure,
 )
 from .engines.base import Engine
@@ -88,6 +89,7 @@ class EventBusModule(Module):
         self._observe_received = False
         self._start_lock = asyncio.Lock()
         self._record_latency = False
+        self._stopping: asyncio.Task[None] | None = None
         self.metrics = MetricsExporters()  # the exporters of config.metrics
 
     # --- module lifecycle ---------------------------------------------------------------
@@ -159,10 +161,24 @@ class EventBusModule(Module):
         self._started_engines.add(key)
 
     async def stop(self) -> None:
-        """Refuse publishes, drain every engine up to ``shutdownTimeout``, close them."""
-        if not self._running and not self._started_engines and not self._subscriptions:
-            return
-        self._running = False
+        """Refuse publishes, drain every engine up to ``shutdownTimeout``, close them.
+
+        Concurrent calls share one shutdown; it runs in a task of its own, so that it
+        finishes even when its caller is cancelled (as a handler calling ``stop()`` is, once
+        the drain gives up on it)."""
+        if self._stopping is None:
+            if not self._running and not self._started_engines and not self._subscriptions:
+                return
+            self._running = False
+            self._stopping = asyncio.get_running_loop().create_task(self._shut_down())
+        stopping = self._stopping
+        try:
+            await asyncio.shield(stopping)
+        finally:
+            if stopping.done() and self._stopping is stopping:
+                self._stopping = None
+
+    async def _shut_down(self) -> None:
         engines = list(self._engines.values())  # also never-started ones holding subscriptions
         await _stop_engines(engines, self.config.shutdown_timeout)
         self._started_engines.clear()
@@ -623,5 +639,5 @@ class _Hooks:
             subscription_id=sub.id,
             engine=self.engine,
             tenant=event.tenant,
-            error=f"{type(error).__name__}: {error}",
+            error=describe_error(error),
         )

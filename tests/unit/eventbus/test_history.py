@@ -208,3 +208,34 @@ def test_history_sweeps_topics_gone_quiet() -> None:
     assert "quiet" not in history._topics
     history.clear()
     assert len(history) == 0
+
+
+def test_quiet_topics_go_without_a_pass_over_every_topic() -> None:
+    clock = FakeClock()
+
+    class OftenSwept(History):
+        SWEEP_EVERY = 100
+
+    history = OftenSwept(max_per_topic=10, ttl=60.0, clock=clock)
+    for i in range(1000):
+        history.record(make_event(f"quiet.{i}", i, clock.now))
+    clock.advance(61)
+    history.record(make_event("busy", 0, clock.now))
+    for i in range(99):  # the sweep runs on the 100th record after the last one
+        history.record(make_event("busy", i, clock.now))
+    assert len(history) == 10  # the quiet topics went; busy keeps its last 10
+    assert [e.topic for e in history.read("*", lambda e: True)] == ["busy"] * 10
+
+
+def test_at_most_max_topics_are_kept_the_quietest_go_first() -> None:
+    clock = FakeClock()
+
+    class Small(History):
+        MAX_TOPICS = 3
+
+    history = Small(max_per_topic=10, ttl=3600.0, clock=clock)
+    for topic in ("a", "b", "c"):
+        history.record(make_event(topic, topic, clock.now))
+    history.record(make_event("a", "a2", clock.now))  # a is the most recent now
+    history.record(make_event("d", "d", clock.now))  # b, the quietest, goes
+    assert sorted({e.topic for e in history.read("*", lambda e: True)}) == ["a", "c", "d"]
