@@ -174,7 +174,7 @@ def test_secrets_are_never_shown() -> None:
         external_broker_url="redis://x:legacy-secret@h:1",
     )
     engine = RedisEngine("r", config)
-    for text in (repr(config), str(config), repr(engine), engine.connections.where):
+    for text in (repr(config), str(config), repr(engine), engine.connection.address):
         assert "url-secret" not in text
         assert "field-secret" not in text
         assert "legacy-secret" not in text

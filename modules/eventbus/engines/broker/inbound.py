@@ -48,8 +48,11 @@ class Origin(NamedTuple):
 class Inbound:
     """The receiving end of one engine, shared by every session: decode, check, hand on."""
 
-    def __init__(self, kind: str, engine: str, dispatcher: Dispatcher) -> None:
+    def __init__(
+        self, kind: str, engine: str, dispatcher: Dispatcher, log: logging.Logger | None = None
+    ) -> None:
         self.kind = kind
+        self.log = log or logger
         self.engine = engine
         self.dispatcher = dispatcher
         self._logged_at = -math.inf
@@ -93,7 +96,7 @@ class Inbound:
             self._unlogged += 1
             return
         more = f" ({self._unlogged} more since the last report)" if self._unlogged else ""
-        logger.warning(
+        self.log.warning(
             "%s engine %s skipped a message it cannot decode at %s: %s%s",
             self.kind,
             self.engine,
