@@ -214,3 +214,62 @@ async def test_a_subscribe_during_an_outage_returns_once_redis_confirmed_it(
 
 def encode_event(topic: str) -> bytes:
     return encode(Event("outside-1", topic, {"late": True}, {}, 0.0, "test"))
+
+
+@pytest.mark.parametrize(("mode", "keys"), [("pubsub", 1), ("streams", 1), ("streams", 5)])
+async def test_stop_is_bounded_when_redis_is_frozen(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, mode: str, keys: int
+) -> None:
+    """SIGSTOP: connections stay open, nothing answers. stop() returns within
+    shutdownTimeout (plus the bus's grace), and publishes still waiting have failed."""
+    caplog.set_level(logging.ERROR, logger="modules.eventbus")
+    shutdown = 1.0
+    async with throwaway_server(tmp_path, persistent=False) as server:
+        app = Application(
+            bus_settings(fast(server.url, mode=mode), shutdownTimeout=shutdown),
+            envvar_prefix=None,
+        )
+        app.register_module(EventBusModule())
+        await app.start()
+        bus = app.get_service("eventbus.provider", EventBusModule)
+        got = Recorder()
+        for i in range(keys):
+            await bus.subscribe(f"frozen.k{i}", got)
+            await bus.publish(f"frozen.k{i}", i)
+        await got.wait_count(keys)
+        server.freeze()
+        in_flight = [asyncio.ensure_future(bus.publish("frozen.k0", n)) for n in range(3)]
+        await asyncio.sleep(0)  # the publishes are on their way
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await app.stop()
+        elapsed = loop.time() - started
+        assert elapsed < shutdown + 0.6, f"stop() took {elapsed:.2f}s"
+        results = await asyncio.gather(*in_flight, return_exceptions=True)
+        assert all(isinstance(r, EngineUnavailableError) for r in results), results
+        assert bus.health()["r"].state == "stopped"
+    # The bus did not have to abandon the engine.
+    assert not [r for r in caplog.records if "did not stop" in r.getMessage()]
+
+
+async def test_a_secret_in_the_url_never_shows_while_redis_is_down(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0?password=query-secret"
+    app = Application(bus_settings(fast(url, connectTimeout="200ms")), envvar_prefix=None)
+    app.register_module(EventBusModule())
+    observed: list[str] = []
+    app.register_observer(lambda event: observed.append(repr(event)))
+    texts: list[str] = []
+    with caplog.at_level(logging.DEBUG, logger="modules.eventbus"):
+        async with app:
+            bus = app.get_service("eventbus.provider", EventBusModule)
+            health = bus.health()["r"]
+            texts += [repr(health), repr(bus.engine("r")), repr(bus.engine("r").config)]
+            with pytest.raises(EngineUnavailableError) as caught:
+                await bus.publish("any.topic", None)
+            texts.append(str(caught.value))
+    texts += [r.getMessage() for r in caplog.records] + observed
+    assert "password=***" in str(caught.value)
+    leaked = [t for t in texts if "query-secret" in t]
+    assert not leaked, leaked
