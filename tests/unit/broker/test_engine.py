@@ -208,11 +208,11 @@ async def test_a_bug_in_a_session_is_logged_and_reception_goes_on(
 
     original = engine.inbound.receive
 
-    async def buggy(*args: Any) -> bool:
+    async def buggy(*args: Any) -> None:
         if not failed_once[0]:
             failed_once[0] = True
             raise RuntimeError("a bug in the engine")
-        return await original(*args)
+        await original(*args)
 
     engine.inbound.receive = buggy  # type: ignore[method-assign,assignment]
     got = Recorder()

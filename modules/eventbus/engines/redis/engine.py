@@ -113,21 +113,22 @@ class RedisEngine(BrokerEngine):
             else:
                 commands = [("PUBLISH", item.destination, item.data) for item in batch]
             await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            read = conn.read_response
             for item in batch:
                 try:
-                    await conn.read_response()
+                    await read()
                 except ResponseError as exc:
                     item.fail(
                         EngineUnavailableError(
                             f"redis refused the publish to {item.event.topic!r}: {exc}"
                         )
                     )
-                    continue
-                item.succeed()
+                # (what succeeded is settled by the kit when this returns)
         except BaseException:
             self._publisher = None
             await close(conn)
             raise
-        published = self.receiver.published
-        for item in batch:
-            published(item.destination)
+        if self.streams:  # pattern subscriptions may want a stream key just created
+            published = self.receiver.published
+            for item in batch:
+                published(item.destination)

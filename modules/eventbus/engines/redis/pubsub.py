@@ -180,6 +180,9 @@ class PubSubReceiver(Receiver):
     async def _read(self, link: _PubSubLink) -> None:
         conn = link.conn
         interval = self.settings.health_check_interval
+        route_of = self.channels.route
+        receive = self.inbound.receive
+        wanted = self.inbound.wanted
         awaiting_pong = False
         while True:
             reply = await conn.read_response(timeout=interval)
@@ -194,12 +197,19 @@ class PubSubReceiver(Receiver):
                 continue  # PONG
             kind = reply[0]
             if kind == b"message":
-                await self._receive(reply[1], reply[2])
+                channel, data = reply[1], reply[2]
             elif kind == b"pmessage":
-                if self._owns(link, reply[1], reply[2]):
-                    await self._receive(reply[2], reply[3])
-            elif kind in (b"subscribe", b"psubscribe", b"unsubscribe", b"punsubscribe"):
-                self._confirmation(link, kind, reply[1])
+                if not self._owns(link, reply[1], reply[2]):
+                    continue
+                channel, data = reply[2], reply[3]
+            else:
+                if kind in (b"subscribe", b"psubscribe", b"unsubscribe", b"punsubscribe"):
+                    self._confirmation(link, kind, reply[1])
+                continue
+            route = route_of(channel)
+            # Not wanted: e.g. another tenant's event under a broad pattern.
+            if route.error is not None or wanted(route.topic or "", route.tenant):
+                await receive(data, route)
 
     def _confirmation(self, link: _PubSubLink, kind: bytes, raw: bytes) -> None:
         is_pattern = kind[0] == 0x70  # b"p"
@@ -241,12 +251,6 @@ class PubSubReceiver(Receiver):
                 link.owners.clear()
             link.owners[channel] = owner
         return owner is None or owner == pattern
-
-    async def _receive(self, channel: bytes, data: bytes) -> None:
-        route = self.channels.route(channel)
-        # Not wanted: e.g. another tenant's event under a broad pattern.
-        if route.error is not None or self._wanted(route):
-            await self.inbound.receive(data, route)
 
 
 def _never(channel: str) -> bool:
