@@ -64,10 +64,11 @@ async def stopped_at_exit(app: Application) -> AsyncIterator[Application]:
 
 def unavailable_in(error: BaseException) -> EngineUnavailableError | None:
     """The EngineUnavailableError raised, or wrapped by the container's LifecycleError."""
-    while error is not None:
-        if isinstance(error, EngineUnavailableError):
-            return error
-        error = error.__cause__  # type: ignore[assignment]
+    current: BaseException | None = error
+    while current is not None:
+        if isinstance(current, EngineUnavailableError):
+            return current
+        current = current.__cause__
     return None
 
 
