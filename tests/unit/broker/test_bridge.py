@@ -141,3 +141,16 @@ def test_a_hand_off_needs_room() -> None:
 
     with pytest.raises(ValueError, match="capacity must be positive"):
         asyncio.run(make())
+
+
+async def test_the_thread_may_close_the_hand_off_and_the_loop_sees_the_end() -> None:
+    handoff: HandOff[int] = HandOff(4)
+
+    def produce_then_close() -> None:
+        handoff.put(1)
+        handoff.close()
+
+    await asyncio.to_thread(produce_then_close)
+    assert await handoff.get() == 1
+    with pytest.raises(EngineUnavailableError, match="closed"):
+        await handoff.get()

@@ -228,8 +228,16 @@ class HandOff(Generic[T]):
             await self._arrival.wait()
 
     def close(self) -> None:
-        """Wake everyone: puts fail, gets end once the queue is empty."""
+        """Wake everyone: puts fail, gets end once the queue is empty. From either side."""
         with self._room:
             self._closed = True
             self._room.notify_all()
-        self._arrival.set()
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:  # no loop in this thread: the client's side
+            on_loop = False
+        if on_loop:
+            self._arrival.set()
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                self._loop.call_soon_threadsafe(self._arrival.set)

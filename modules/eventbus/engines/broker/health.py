@@ -75,6 +75,7 @@ class ConnectionHealth:
         """start() begins: down until a first connection, and quiet until start() gives up
         waiting (it logs the one warning then)."""
         self._set("down", None)
+        self._down_at = time.monotonic()
         self._announce = False
         self._up = asyncio.Event()
 
