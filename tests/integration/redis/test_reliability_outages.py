@@ -97,6 +97,7 @@ async def test_an_engine_down_at_start_comes_up_with_its_broker(
             at_start = health(bus)
             assert at_start.state == "down"
             assert at_start.error is not None
+            assert at_start.since is not None
             warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
             assert [r.levelno for r in warnings] == [logging.WARNING], [
                 r.getMessage() for r in warnings
@@ -118,6 +119,7 @@ async def test_an_engine_down_at_start_comes_up_with_its_broker(
 
             await server.start()
             await wait_for(lambda: health(bus).state == "up", DEADLINE, "the engine up")
+            assert health(bus).since > at_start.since, "since did not move when it came up"
             await bus.subscribe("orders.placed", got)
             await bus.publish("orders.placed", {"after": "outage"})
             await got.wait_count(1)
@@ -219,6 +221,8 @@ async def test_stop_is_bounded_when_redis_is_frozen(
         assert not still_waiting, f"{len(still_waiting)} publishes still waiting after stop"
         for outcome in outcomes:
             assert isinstance(outcome, EngineUnavailableError), repr(outcome)
+        logged = [r for r in caplog.records if r.name.startswith("modules.eventbus")]
+        assert any(r.levelno == logging.WARNING for r in logged), "an unfinished stop not logged"
     finally:
         server.thaw()
         await app.stop()
@@ -245,7 +249,7 @@ async def test_a_password_in_the_query_string_is_never_shown(
     secret = "s3cret"
     url = f"redis://127.0.0.1:{free_port()}/0?password={secret}"  # nobody listens there
     observed: list[CloudEvent] = []
-    app = application(url)
+    app = application(url, connectTimeout=CONNECT_TIMEOUT)
     app.register_observer(observed.append)
     async with stopped_at_exit(app):
         await app.start()
