@@ -51,20 +51,18 @@ def camel(name: str) -> str:
     return first + "".join(word.capitalize() for word in rest)
 
 
-def unwrap(annotation: Any) -> tuple[Any, list[Any], bool]:
-    """The bare type, the metadata of any ``Annotated`` layers, whether None is allowed."""
+def unwrap(annotation: Any) -> tuple[Any, list[Any]]:
+    """The bare type (without ``| None``), and the metadata of any ``Annotated`` layers."""
     metadata: list[Any] = []
-    optional = False
     while True:
         origin = get_origin(annotation)
         if origin is Annotated:
             annotation, *extra = get_args(annotation)
             metadata.extend(extra)
         elif origin in (Union, types.UnionType) and type(None) in get_args(annotation):
-            optional = True
             (annotation,) = [a for a in get_args(annotation) if a is not type(None)]
         else:
-            return annotation, metadata, optional
+            return annotation, metadata
 
 
 def is_duration(metadata: list[Any]) -> bool:
@@ -81,7 +79,7 @@ def type_text(annotation: Any, metadata: list[Any]) -> str:
     if origin is Literal:
         return "one of " + ", ".join(f"`{value}`" for value in get_args(annotation))
     if origin in (list, tuple):
-        item, item_metadata, _ = unwrap(get_args(annotation)[0])
+        item, item_metadata = unwrap(get_args(annotation)[0])
         return f"list of {type_text(item, item_metadata)}"
     if origin is dict or annotation is dict:
         return "table"
@@ -164,12 +162,14 @@ class Reference:
         self.missing.append(f"{model.__name__}.{name}")
         return ""
 
-    def rows(self, model: type[BaseModel], names: list[str], prefix: tuple[str, str] = ("", "")):
+    def rows(
+        self, model: type[BaseModel], names: list[str], prefix: tuple[str, str] = ("", "")
+    ) -> Iterator[str]:
         """One table row per key of ``model`` in ``names``; a nested table's keys follow it."""
         self.visited.update(cls.__name__ for cls in model.__mro__)
         for name in names:
             field = model.model_fields[name]
-            annotation, metadata, _ = unwrap(field.annotation)
+            annotation, metadata = unwrap(field.annotation)
             metadata += field.metadata
             secret = annotation is SecretStr or is_secret_key(name)
             kind = type_text(annotation, metadata) + (", secret" if secret else "")
@@ -180,7 +180,7 @@ class Reference:
             )
             nested, item = annotation, get_origin(annotation) is list
             if item:
-                nested, _, _ = unwrap(get_args(annotation)[0])
+                nested, _ = unwrap(get_args(annotation)[0])
             if isinstance(nested, type) and issubclass(nested, BaseModel):
                 mark = "[]." if item else "."
                 yield from self.rows(nested, list(nested.model_fields), (key + mark, snake + mark))
@@ -284,7 +284,9 @@ def render() -> str:
         names = own_fields(model, base)
         lines += ref.table(model, names) if names else []
     problems = [f"no description of {key}" for key in ref.missing]
-    problems += [f"description of a key that does not exist: {key}" for key in ref.stale()]
+    problems += [
+        f"unused description (no such key, or it has its own): {key}" for key in ref.stale()
+    ]
     if problems:
         raise UndocumentedError("in scripts/config_descriptions.py: " + "; ".join(problems))
     return "\n".join(lines).rstrip("\n") + "\n"
