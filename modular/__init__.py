@@ -14,6 +14,7 @@ from .errors import (
 )
 from .module import Module, ServiceDependency, ServiceProvider
 from .observer import CloudEvent, Observer
+from .secrets import is_secret_key, mask_secrets, mask_url
 from .services import ServiceRegistry
 from .tenants import TenantService, current_tenant, tenant_context, validate_tenant_id
 
@@ -36,7 +37,10 @@ __all__ = [
     "TenantService",
     "current_tenant",
     "deep_merge",
+    "is_secret_key",
     "load_settings",
+    "mask_secrets",
+    "mask_url",
     "normalize_key",
     "tenant_context",
     "validate_section",
