@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import itertools
 import logging
 import time
@@ -17,10 +16,18 @@ from modular.observer import ObserverRegistry
 from modular.tenants import current_tenant_var
 
 from .config import EngineSpec, EventBusConfig
-from .delivery import DeliveryStats, call_handler, report_failure
+from .delivery import DeliveryStats, call_handler, context_for, report_failure
 from .engines.base import Engine
 from .errors import EngineUnavailableError, EventBusNotStartedError
-from .event import EMPTY_METADATA, Event, Handler, Subscription, describe, make_event
+from .event import (
+    EMPTY_METADATA,
+    Event,
+    Handler,
+    Subscription,
+    check_handler,
+    describe,
+    make_event,
+)
 from .history import History
 from .registry import create_engine
 from .router import Router
@@ -38,6 +45,9 @@ MESSAGE_PUBLISHED = EVENT_PREFIX + "message.published"
 MESSAGE_RECEIVED = EVENT_PREFIX + "message.received"
 
 _ROUTE_CACHE_LIMIT = 10_000
+# Seconds stop() may take beyond shutdownTimeout: engines drain for shutdownTimeout, then
+# get this long to cancel what is left and close before they are abandoned.
+STOP_GRACE = 0.5
 
 
 class EventBusModule(Module):
@@ -137,14 +147,8 @@ class EventBusModule(Module):
         if not self._running and not self._started_engines and not self._subscriptions:
             return
         self._running = False
-        timeout = self.config.shutdown_timeout
         engines = list(self._engines.values())  # also never-started ones holding subscriptions
-        results = await asyncio.gather(
-            *(engine.stop(timeout) for engine in engines), return_exceptions=True
-        )
-        for engine, result in zip(engines, results, strict=True):
-            if isinstance(result, BaseException):
-                logger.error("engine %s failed to stop: %r", engine.name, result)
+        await _stop_engines(engines, self.config.shutdown_timeout)
         self._started_engines.clear()
         self._routes.clear()
         for sub in self._subscriptions.values():
@@ -312,8 +316,7 @@ class EventBusModule(Module):
         tenant: str | None,
     ) -> Subscription:
         pattern = validate_pattern(topic)
-        if not callable(handler):
-            raise TypeError(f"handler for {topic!r} must be callable, got {handler!r}")
+        check_handler(pattern, handler)
         if tenant is not None:
             validate_tenant(tenant)
             all_tenants = False
@@ -400,7 +403,7 @@ class EventBusModule(Module):
                 return
             for event in pending:
                 delivered.add(event.id)
-                error = await call_handler(sub, event, contextvars.copy_context())
+                error = await call_handler(sub, event, context_for(event))
                 if error is not None:
                     report_failure(sub, event, error, sub.engine, _Hooks(self, sub.engine))
                 last = event.timestamp
@@ -500,6 +503,31 @@ class EventBusModule(Module):
     def _emit(self, kind: str, **data: Any) -> None:
         if self._app is not None:
             self._app.emit(EVENT_PREFIX + kind, SOURCE, data)
+
+
+async def _stop_engines(engines: list[Engine], timeout: float) -> None:
+    """Stop ``engines`` together, within ``timeout`` plus STOP_GRACE whatever they (or their
+    handlers) do: an engine whose stop does not end by then is cancelled, then abandoned."""
+    loop = asyncio.get_running_loop()
+    tasks = {loop.create_task(engine.stop(timeout)): engine for engine in engines}
+    if not tasks:
+        return
+    deadline = loop.time() + timeout + STOP_GRACE
+    _, running = await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time() - 0.1))
+    while running and loop.time() < deadline:
+        for task in running:
+            task.cancel()
+        _, running = await asyncio.wait(running, timeout=max(0.0, deadline - loop.time()))
+    for task, engine in tasks.items():
+        if task in running or task.cancelled():
+            logger.error(
+                "engine %s did not stop within shutdownTimeout (%ss); %s",
+                engine.name,
+                timeout,
+                "abandoned" if task in running else "cancelled",
+            )
+        elif task.exception() is not None:
+            logger.error("engine %s failed to stop: %r", engine.name, task.exception())
 
 
 class _Hooks:

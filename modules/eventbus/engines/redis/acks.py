@@ -7,6 +7,7 @@ import functools
 import logging
 from collections.abc import Callable
 
+from ...delivery import Outcome
 from .connection import LINK_ERRORS, Connections
 
 logger = logging.getLogger(__package__)
@@ -36,10 +37,13 @@ class Acknowledgements:
     def in_flight(self, entry: Entry) -> bool:
         return entry in self._inflight
 
-    def hand_out(self, entry: Entry) -> Callable[[], None]:
+    def hand_out(self, entry: Entry) -> Callable[[Outcome], None]:
         """``entry`` goes to the local fan-out; the settlement returned acknowledges it."""
         self._inflight.add(entry)
-        return functools.partial(self.ack, entry)
+        return functools.partial(self._settled, entry)
+
+    def _settled(self, entry: Entry, outcome: Outcome) -> None:
+        self.ack(entry)
 
     def ack(self, entry: Entry) -> None:
         self._queued.append(entry)

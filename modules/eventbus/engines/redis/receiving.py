@@ -18,7 +18,7 @@ from collections.abc import Callable
 from modular.tenants import current_tenant_var
 
 from ...codec import decode
-from ...delivery import Dispatcher
+from ...delivery import Dispatcher, Outcome
 from ...errors import EventDecodeError
 from ...event import Event, Subscription
 from .channels import Channels, Route
@@ -174,7 +174,7 @@ class Receiver(ABC):
         self._decode_logged_at = now
         self._decode_unlogged = 0
 
-    async def _hand_on(self, event: Event, settlement: Callable[[], None] | None) -> None:
+    async def _hand_on(self, event: Event, settlement: Callable[[Outcome], None] | None) -> None:
         """Dispatch a received event. Its handlers run in its tenant's context, as they do
         for a publisher in ``tenant_context`` in this process: a tenant is what crosses the
         wire of the publisher's context."""
