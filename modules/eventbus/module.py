@@ -17,7 +17,7 @@ from modular.tenants import current_tenant_var
 
 from .config import EngineSpec, EventBusConfig
 from .delivery import DeliveryStats, call_handler, context_for, report_failure
-from .engines.base import Engine
+from .engines.base import Engine, EngineHealth
 from .errors import EngineUnavailableError, EventBusNotStartedError
 from .event import (
     EMPTY_METADATA,
@@ -78,6 +78,7 @@ class EventBusModule(Module):
         self._observe_published = False
         self._observe_received = False
         self._start_lock = asyncio.Lock()
+        self._stopped_at = time.time()  # since when engines not started are "stopped"
 
     # --- module lifecycle ---------------------------------------------------------------
 
@@ -124,21 +125,32 @@ class EventBusModule(Module):
             return
         if self._router is None:
             raise EventBusNotStartedError("the event bus is not initialised: call app.init()")
-        for key in list(self._engines):
-            await self._start_engine(key)
+        try:
+            for key in list(self._engines):
+                await self._start_engine(key)
+        except BaseException:  # an engine with requireAtStart: the bus does not start
+            started = [self._engines[k] for k in self._started_engines]
+            await _stop_engines(started, self.config.shutdown_timeout)
+            self._started_engines.clear()
+            raise
         self._running = True
         self._emit("bus.started", engines=list(self._engines))
 
     async def _start_engine(self, key: str) -> None:
         if key in self._started_engines:
             return
+        engine = self._engines[key]
         try:
-            await self._engines[key].start()
+            await engine.start()
         except Exception as exc:
             # One engine failing must not take the others down: its topics fail loudly
-            # at publish/subscribe instead.
-            logger.error("engine %s failed to start: %s: %s", key, type(exc).__name__, exc)
+            # at publish/subscribe instead; unless it is configured with requireAtStart.
+            required = bool(getattr(engine.config, "require_at_start", False))
+            if not required:
+                logger.error("engine %s failed to start: %s: %s", key, type(exc).__name__, exc)
             self._emit("engine.failed", engine=key, error=f"{type(exc).__name__}: {exc}")
+            if required:
+                raise
             return
         self._started_engines.add(key)
 
@@ -150,6 +162,7 @@ class EventBusModule(Module):
         engines = list(self._engines.values())  # also never-started ones holding subscriptions
         await _stop_engines(engines, self.config.shutdown_timeout)
         self._started_engines.clear()
+        self._stopped_at = time.time()
         self._routes.clear()
         for sub in self._subscriptions.values():
             sub.active = False
@@ -459,6 +472,20 @@ class EventBusModule(Module):
 
     def engines(self) -> dict[str, Engine]:
         return dict(self._engines)
+
+    # --- health (broker kit) --------------------------------------------------------------
+
+    def health(self) -> dict[str, EngineHealth]:
+        """``{engine name: EngineHealth}``: ``up``, ``down`` (with the last connection error,
+        masked) or ``stopped`` (not started, or failed to start)."""
+        return {
+            key: engine.health()
+            if key in self._started_engines
+            else EngineHealth("stopped", None, self._stopped_at)
+            for key, engine in self._engines.items()
+        }
+
+    # --- end of health ----------------------------------------------------------------------
 
     def get_router(self) -> Router:
         return self._router_for(None)
