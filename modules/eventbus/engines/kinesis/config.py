@@ -7,13 +7,11 @@ from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from modular import FieldError, mask_url
 
-from ...config import EngineConfig, PositiveInt, parse_duration
-
-PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+from ..broker import MIB, BrokerEngineConfig, PositiveDuration
 
 # Kinesis' own rules for stream names and region names.
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
@@ -21,7 +19,9 @@ _REGION = re.compile(r"^[a-z]{2}(-[a-z0-9]+)+-\d+$|^local$")
 _APP_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 
 MAX_RECORDS_PER_GET = 10_000  # the GetRecords limit
-MAX_RECORD_SIZE = 1024 * 1024  # data + partition key of one record
+MAX_RECORD_SIZE = MIB  # data + partition key of one record
+MAX_BATCH_RECORDS = 500  # the PutRecords limits
+MAX_BATCH_BYTES = 5 * MIB
 
 
 def _secret_text(value: object) -> str:
@@ -30,7 +30,7 @@ def _secret_text(value: object) -> str:
     return str(value) if value else ""
 
 
-class KinesisEngineConfig(EngineConfig):
+class KinesisEngineConfig(BrokerEngineConfig):
     """The ``config`` map of a ``type: kinesis`` engine (camelCase or snake_case keys).
 
     Credentials: ``accessKeyId`` + ``secretAccessKey`` (+ ``sessionToken``) when given,
@@ -42,7 +42,11 @@ class KinesisEngineConfig(EngineConfig):
     Reading: ``iteratorType`` is where a reader of a shard without a checkpoint starts;
     with ``checkpointStore`` (``memory`` or ``redis``) a reader resumes after the last
     record handled by the application ``appName``, and with ``redis`` the processes of one
-    ``appName`` share the shards through leases of ``leaseDuration``.
+    ``appName`` share the shards through leases of ``leaseDuration``. Reading with a
+    checkpoint store is durable: ``deliveryMode`` then defaults to ``block``.
+
+    ``batchSize`` is at most 500 and ``maxMessageSize`` at most 1 MiB (the PutRecords
+    limits; a record's partition key counts towards its size).
     """
 
     region: str = "us-east-1"
@@ -65,7 +69,6 @@ class KinesisEngineConfig(EngineConfig):
     checkpoint_key_prefix: str = "eventbus:kinesis:"
     checkpoint_interval: PositiveDuration = 1.0
     lease_duration: PositiveDuration = 10.0
-    records_in_flight: PositiveInt = 10_000  # per shard: read but not yet settled
 
     @model_validator(mode="before")
     @classmethod
@@ -131,6 +134,12 @@ class KinesisEngineConfig(EngineConfig):
 
     @model_validator(mode="after")
     def _consistent(self) -> KinesisEngineConfig:
+        if self.batch_size > MAX_BATCH_RECORDS:
+            raise FieldError(("batch_size",), f"at most {MAX_BATCH_RECORDS} (the PutRecords limit)")
+        if self.max_message_size > MAX_RECORD_SIZE:
+            raise FieldError(
+                ("max_message_size",), f"at most {MAX_RECORD_SIZE} (the Kinesis record limit)"
+            )
         if (self.access_key_id is None) != (self.secret_access_key is None):
             raise FieldError(
                 ("secret_access_key" if self.secret_access_key is None else "access_key_id",),
@@ -139,6 +148,9 @@ class KinesisEngineConfig(EngineConfig):
         if self.session_token is not None and self.access_key_id is None:
             raise FieldError(("session_token",), "sessionToken needs accessKeyId/secretAccessKey")
         return self
+
+    def durable_reading(self) -> bool:
+        return self.checkpoint_store is not None
 
     def credentials(self) -> dict[str, str]:
         """The keyword arguments of ``boto3.Session`` for configured keys; empty for boto3's
