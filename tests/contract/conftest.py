@@ -12,6 +12,8 @@ the test left on the broker are deleted afterwards.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import importlib.util
 import os
@@ -29,6 +31,7 @@ from modules.eventbus.registry import create_engine
 from .helpers import CAPABILITIES
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
+KINESIS_ENDPOINT = "http://127.0.0.1:4567"
 ENGINE = "main"  # the name of the engine under test in every bus of the suite
 
 # (engine config map, topic, raw bytes): put bytes where the engine reads ``topic`` from.
@@ -75,12 +78,44 @@ def _redis_options(mode: str) -> Callable[[str], dict[str, Any]]:
     return options
 
 
+def _kinesis_options(checkpoints: bool) -> Callable[[str], dict[str, Any]]:
+    def options(namespace: str) -> dict[str, Any]:
+        config: dict[str, Any] = {
+            "endpointUrl": KINESIS_ENDPOINT,
+            "region": "us-east-1",
+            "accessKeyId": "AKIDCONTRACT",
+            "secretAccessKey": "contract-secret",
+            "streamName": namespace,
+            "shardCount": 2,
+            "pollInterval": "20ms",
+            "shardDiscoveryInterval": "500ms",
+        }
+        if checkpoints:
+            # Checkpoints and leases in Redis: the durable flavour of the engine.
+            config |= {
+                "checkpointStore": "redis",
+                "checkpointRedisUrl": REDIS_URL,
+                "checkpointKeyPrefix": f"{namespace}:",
+                "checkpointInterval": "50ms",
+            }
+        return config
+
+    return options
+
+
 CASES = [
     EngineCase("memory", "memory", _no_options, "modules.eventbus.engines.memory"),
     EngineCase("custom", "custom", _custom_options, "modules.eventbus.engines.custom"),
     EngineCase("redis-pubsub", "redis", _redis_options("pubsub"), "modules.eventbus.engines.redis"),
     EngineCase(
         "redis-streams", "redis", _redis_options("streams"), "modules.eventbus.engines.redis"
+    ),
+    EngineCase("kinesis", "kinesis", _kinesis_options(False), "modules.eventbus.engines.kinesis"),
+    EngineCase(
+        "kinesis-checkpoints",
+        "kinesis",
+        _kinesis_options(True),
+        "modules.eventbus.engines.kinesis",
     ),
 ]
 
@@ -124,11 +159,59 @@ async def _redis_xadd_raw(options: Mapping[str, Any], topic: str, data: bytes) -
         await client.aclose()
 
 
+# --- Kinesis (kinesalite), reached with plain boto3 -----------------------------------------
+
+
+def _kinesis_client() -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "kinesis",
+        endpoint_url=KINESIS_ENDPOINT,
+        region_name="us-east-1",
+        aws_access_key_id="AKIDCONTRACT",
+        aws_secret_access_key="contract-secret",
+        config=Config(retries={"total_max_attempts": 1}, connect_timeout=2, read_timeout=10),
+    )
+
+
+async def _kinesis_check(options: Mapping[str, Any]) -> None:
+    try:
+        await asyncio.to_thread(_kinesis_client().list_streams)
+    except Exception as exc:
+        raise RuntimeError(
+            f"no Kinesis API server answers at {KINESIS_ENDPOINT} ({exc}); run `make services`"
+        ) from exc
+
+
+async def _kinesis_cleanup(options: Mapping[str, Any]) -> None:
+    def delete() -> None:
+        with contextlib.suppress(Exception):  # never created, or gone
+            _kinesis_client().delete_stream(StreamName=options["streamName"])
+
+    await asyncio.to_thread(delete)
+    if "checkpointKeyPrefix" in options:
+        await _redis_cleanup({"channelPrefix": options["checkpointKeyPrefix"]})
+
+
+async def _kinesis_put_raw(options: Mapping[str, Any], topic: str, data: bytes) -> None:
+    def put() -> None:
+        _kinesis_client().put_record(
+            StreamName=options["streamName"], Data=data, PartitionKey=topic
+        )
+
+    await asyncio.to_thread(put)
+
+
 BROKERS: dict[str, Broker] = {
     "redis": Broker(
         check=_redis_check,
         cleanup=_redis_cleanup,
         injectors={"pubsub": _redis_publish_raw, "streams": _redis_xadd_raw},
+    ),
+    "kinesis": Broker(
+        check=_kinesis_check, cleanup=_kinesis_cleanup, injectors={"": _kinesis_put_raw}
     ),
 }
 

@@ -4,6 +4,7 @@ own (with a data directory, so it can be killed and started again)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -119,10 +120,8 @@ def check_kinesalite(endpoint: str = ENDPOINT) -> None:
 
 
 def delete_stream(stream: str, endpoint: str = ENDPOINT) -> None:
-    try:
+    with contextlib.suppress(Exception):  # gone already, or the server of the test is gone
         client(endpoint).delete_stream(StreamName=stream)
-    except Exception:  # gone already, or the server of the test is gone
-        pass
 
 
 def put_raw(stream: str, data: bytes, key: str = "raw", endpoint: str = ENDPOINT) -> None:
