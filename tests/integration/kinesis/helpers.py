@@ -101,8 +101,10 @@ def client(endpoint: str = ENDPOINT) -> Any:
 def answers(endpoint: str = ENDPOINT) -> bool:
     """Whether an HTTP server answers at ``endpoint`` (kinesalite says 403 to a bare GET)."""
     try:
-        urllib.request.urlopen(endpoint, timeout=2)  # noqa: S310 (a local test endpoint)
-    except urllib.error.HTTPError:
+        with urllib.request.urlopen(endpoint, timeout=2):
+            pass
+    except urllib.error.HTTPError as exc:
+        exc.close()
         return True
     except OSError:
         return False
@@ -148,7 +150,7 @@ class Kinesalite:
         node = shutil.which("node")
         if node is None or not (ROOT / "node_modules" / "kinesalite").is_dir():
             pytest.fail("kinesalite is not installed: run `make services`", pytrace=False)
-        self.process = subprocess.Popen(
+        self.process = subprocess.Popen(  # noqa: ASYNC220 - returns at once
             [node, str(ROOT / "scripts" / "kinesalite.js"), str(self.port), str(self.data_dir)],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,

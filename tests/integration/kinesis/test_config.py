@@ -1,4 +1,4 @@
-"""The kinesis engine's config map (no server needed)."""
+"""The kinesis engine's config map, and what reaches boto3 (no server needed)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,12 @@ from typing import Any
 import pytest
 
 from modular import ConfigError, validate_section
-from modules.eventbus.engines.kinesis import KinesisEngineConfig
+from modules.eventbus import EventBusModule
+from modules.eventbus.delivery import DeliveryMode
+from modules.eventbus.engines.kinesis import KinesisEngine, KinesisEngineConfig
+from modules.eventbus.engines.kinesis.client import make_client
+
+from .helpers import engine_of, new_app
 
 PATH = "eventbus.engines[0].config"
 
@@ -120,3 +125,90 @@ def test_a_bad_secret_value_is_not_echoed() -> None:
         settings(secretAccessKey=["not", "a", "string"], accessKeyId="AKID")
     assert "secret_access_key" in str(caught.value)
     assert "not" not in str(caught.value).split("secret_access_key", 1)[1]
+
+
+# --- through the bus: what reaches boto3 and the fan-out ----------------------------------
+
+
+async def configured(engine: dict[str, Any], **eventbus: Any) -> KinesisEngine:
+    """The engine built by the bus from ``engine`` (init only: nothing connects)."""
+    app = new_app(engine, **eventbus)
+    await app.init()
+    return engine_of(app.get_service("eventbus.provider", EventBusModule))
+
+
+async def test_configured_keys_are_what_the_client_signs_with() -> None:
+    engine = await configured(
+        {
+            "endpointUrl": "http://127.0.0.1:4567",
+            "region": "eu-central-1",
+            "accessKeyId": "AKIDCONFIGURED",
+            "secretAccessKey": "configured-secret",
+            "sessionToken": "configured-token",
+        }
+    )
+    client = make_client(engine.settings)
+    credentials = client._request_signer._credentials.get_frozen_credentials()
+    assert credentials.access_key == "AKIDCONFIGURED"
+    assert credentials.secret_key == "configured-secret"
+    assert credentials.token == "configured-token"
+    assert client.meta.region_name == "eu-central-1"
+    assert client.meta.endpoint_url == "http://127.0.0.1:4567"
+    # botocore retries nothing itself: the engine's backoff is the one retry policy
+    assert client.meta.config.retries["total_max_attempts"] == 1
+
+
+async def test_without_keys_the_default_credential_chain_signs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDFROMENV")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-from-env")
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    engine = await configured({"endpointUrl": "http://127.0.0.1:4567"})
+    client = make_client(engine.settings)
+    credentials = client._request_signer._credentials.get_frozen_credentials()
+    assert (credentials.access_key, credentials.secret_key) == ("AKIDFROMENV", "secret-from-env")
+
+
+async def test_capabilities_and_delivery_mode_follow_the_checkpoint_store() -> None:
+    plain = await configured({})
+    memory = await configured({"checkpointStore": "memory"})
+    shared = await configured({"checkpointStore": "redis"})
+    explicit = await configured({"checkpointStore": "redis", "deliveryMode": "drop"})
+    top_level = await configured({"checkpointStore": "redis"}, deliveryMode="drop")
+    assert plain.capabilities.cross_process and not plain.capabilities.durability
+    assert not memory.capabilities.durability  # kept in this process only
+    assert shared.capabilities.durability
+    assert plain.dispatcher.policy.mode is DeliveryMode.DROP
+    # durable reading never drops by default: a full mailbox holds the reader back
+    assert memory.dispatcher.policy.mode is DeliveryMode.BLOCK
+    assert shared.dispatcher.policy.mode is DeliveryMode.BLOCK
+    assert explicit.dispatcher.policy.mode is DeliveryMode.DROP
+    assert top_level.dispatcher.policy.mode is DeliveryMode.DROP
+    assert plain.acks is None and shared.acks is not None
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({"batchSize": 501}, "batch_size: at most 500"),
+        ({"maxMessageSize": 2 * 1024 * 1024}, "max_message_size: at most 1048576"),
+    ],
+)
+async def test_put_records_limits_are_checked_at_init(
+    config: dict[str, Any], expected: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        await configured(config)
+    assert expected in str(caught.value)
+    assert "eventbus.engines[0].config" in str(caught.value)
+
+
+async def test_secrets_never_reach_the_engine_repr_or_health() -> None:
+    engine = await configured(
+        {"accessKeyId": "AKIDHIDDEN", "secretAccessKey": "s3cr3t-value", "sessionToken": "tok"}
+    )
+    shown = repr(engine.settings) + repr(engine) + str(engine.health())
+    for secret in ("AKIDHIDDEN", "s3cr3t-value"):
+        assert secret not in shown
+    assert engine.mask("failed with s3cr3t-value") == "failed with ***"
