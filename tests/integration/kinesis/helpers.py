@@ -130,6 +130,23 @@ def put_raw(stream: str, data: bytes, key: str = "raw", endpoint: str = ENDPOINT
     client(endpoint).put_record(StreamName=stream, Data=data, PartitionKey=key)
 
 
+def all_records(stream: str) -> list[dict[str, Any]]:
+    """Every record of the stream, read with plain boto3 from the start of every shard."""
+    kinesis = client()
+    found: list[dict[str, Any]] = []
+    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
+        iterator = kinesis.get_shard_iterator(
+            StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        while iterator:
+            reply = kinesis.get_records(ShardIterator=iterator, Limit=10_000)
+            found.extend(reply["Records"])
+            if not reply["Records"]:
+                break
+            iterator = reply.get("NextShardIterator")
+    return found
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -177,3 +194,27 @@ class Kinesalite:
     def thaw(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGCONT)
+
+
+EXPIRED_ITERATOR_JS = """
+const db = require('kinesalite/db')
+const now = Date.now
+Date.now = () => now() - 6 * 60 * 1000  // six minutes ago: past the five-minute limit
+const [stream, shard, seq] = process.argv.slice(1)
+process.stdout.write(db.createShardIterator(stream, shard, seq))
+"""
+
+
+def expired_iterator(stream: str, shard: str, sequence: str) -> str:
+    """A shard iterator as kinesalite makes them, made six minutes ago: kinesalite answers
+    it with ExpiredIteratorException, as Kinesis does after five minutes."""
+    node = shutil.which("node")
+    assert node is not None, "node is needed (it runs kinesalite)"
+    done = subprocess.run(
+        [node, "-e", EXPIRED_ITERATOR_JS, stream, shard, sequence],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+        timeout=30,
+    )
+    return done.stdout.decode()

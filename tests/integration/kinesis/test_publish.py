@@ -13,7 +13,7 @@ from modules.eventbus import EngineUnavailableError, EventEncodeError
 from modules.eventbus.codec import encode
 from modules.eventbus.engines.kinesis import KinesisEngine
 
-from .helpers import client, engine_config, engine_of, running_bus
+from .helpers import all_records, engine_config, engine_of, running_bus
 
 MIB = 1024 * 1024
 
@@ -57,23 +57,6 @@ def fail_records(engine: KinesisEngine, should_fail: Any) -> None:
 
     events.register("before-parameter-build.kinesis.PutRecords", remember)
     events.register("after-call.kinesis.PutRecords", changed)
-
-
-def all_records(stream: str) -> list[dict[str, Any]]:
-    """Every record of the stream, read with plain boto3 from the start of every shard."""
-    kinesis = client()
-    found: list[dict[str, Any]] = []
-    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
-        iterator = kinesis.get_shard_iterator(
-            StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
-        )["ShardIterator"]
-        while iterator:
-            reply = kinesis.get_records(ShardIterator=iterator, Limit=10_000)
-            found.extend(reply["Records"])
-            if not reply["Records"]:
-                break
-            iterator = reply.get("NextShardIterator")
-    return found
 
 
 async def test_concurrent_publishes_share_put_records_requests(stream: str) -> None:
