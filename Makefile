@@ -14,7 +14,7 @@ test: $(STAMP) services
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q -p no:cacheprovider
-	$(BIN)/behave --format progress features
+	$(BIN)/behave --format progress3 features
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

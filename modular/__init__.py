@@ -12,6 +12,7 @@ from .errors import (
     ModularError,
     ServiceNotFoundError,
 )
+from .logging_setup import configure_logging
 from .module import Module, ServiceDependency, ServiceProvider
 from .observer import CloudEvent, Observer
 from .secrets import is_secret_key, mask_secrets, mask_url
@@ -35,6 +36,7 @@ __all__ = [
     "ServiceProvider",
     "ServiceRegistry",
     "TenantService",
+    "configure_logging",
     "current_tenant",
     "deep_merge",
     "is_secret_key",

@@ -10,7 +10,8 @@ What is masked:
   (the user name is kept; it identifies the account without opening it);
 - the value of a query parameter or ``key=value`` pair whose name says it is secret
   (``password``, ``token``, ``secret``, ``apikey``, ...): ``?password=x`` -> ``?password=***``;
-- the value of such a key in the repr of a mapping: ``'password': 'x'`` -> ``'password': '***'``.
+- the value of such a key in the repr of a mapping or in JSON: ``'password': 'x'`` ->
+  ``'password': '***'``.
 """
 
 from __future__ import annotations
@@ -34,25 +35,24 @@ SECRET_KEY_WORDS = (
     "signature",
 )
 
-# scheme://user:password@ — the scheme may hold "_" (Kafka's SASL_SSL://). The password may
+# scheme://user:password@ — the scheme may hold "_" (Kafka's SASL_SSL://) and follow any
+# text ("url=redis://"); its length is bounded so that masking takes linear time. The password may
 # hold ":", "?", "#" and even "@" (an "@" is the password's when another "@" follows before the
 # host ends), never whitespace, a quote or "/": "http://host:80/@scope" holds no password.
 _USERINFO = re.compile(
-    r"""(?P<head>\b[A-Za-z][A-Za-z0-9+.\-_]*://[^\s:/?#@'"]*:)"""
-    r"""(?P<password>(?:[^\s/@'"]|@(?=[^\s/?'"]*@))+)"""
+    r"""(?P<head>[A-Za-z][A-Za-z0-9+.\-_]{0,31}://[^\s:/?#@'"]*:)"""
+    r"""(?P<password>(?:[^\s/@'"]|@(?=[^\s/?'"@]*@))+)"""
     r"""(?P<at>@)"""
 )
 
-# ?password=x, &token=y, ;secret=z, or password=x at the start of a word.
-_KEY_VALUE = re.compile(
-    r"""(?P<head>(?:^|(?<=[\s?&;,(]))(?P<key>[\w.\-]+)=)(?P<value>[^\s&;,'")]+)"""
-)
+# A value: quoted (the quotes stay) or bare, up to a separator.
+_VALUE = r"""(?P<value>"[^"]*"|'[^']*'|[^\s&;,'"(){}\[\]]+)"""
 
-# 'password': 'x' and "token": "y" (the repr of a dict, JSON)
-_QUOTED_ITEM = re.compile(
-    r"""(?P<head>(?P<q>['"])(?P<key>[\w.\-]+)(?P=q)\s*:\s*(?P<vq>['"]))"""
-    r"""(?P<value>(?:(?!(?P=vq)).)*)(?P=vq)"""
-)
+# ?password=x, &token=y, ;secret=z, or password=x at the start of a word.
+_KEY_VALUE = re.compile(r"""(?:^|(?<=[\s?&;,(]))(?P<key>[\w.\-]+)=""" + _VALUE)
+
+# 'password': 'x', "token": "y", 'pin': 1234 (the repr of a dict, JSON)
+_QUOTED_ITEM = re.compile(r"""(?P<q>['"])(?P<key>[\w.\-]+)(?P=q)\s*:\s*""" + _VALUE)
 
 
 def is_secret_key(name: str) -> bool:
@@ -75,19 +75,16 @@ def mask_secrets(text: str) -> str:
     if not text:
         return text
     text = _USERINFO.sub(lambda m: f"{m['head']}{MASK}@", text)
-    text = _KEY_VALUE.sub(_mask_key_value, text)
+    text = _KEY_VALUE.sub(_mask_value, text)
     if "'" in text or '"' in text:
-        text = _QUOTED_ITEM.sub(_mask_quoted_item, text)
+        text = _QUOTED_ITEM.sub(_mask_value, text)
     return text
 
 
-def _mask_key_value(match: re.Match[str]) -> str:
+def _mask_value(match: re.Match[str]) -> str:
     if not is_secret_key(match["key"]):
         return match[0]
-    return f"{match['head']}{MASK}"
-
-
-def _mask_quoted_item(match: re.Match[str]) -> str:
-    if not is_secret_key(match["key"]):
-        return match[0]
-    return f"{match['head']}{MASK}{match['vq']}"
+    value = match["value"]
+    quote = value[0] if value[0] in "'\"" else ""
+    head = match[0][: match.start("value") - match.start()]
+    return f"{head}{quote}{MASK}{quote}"

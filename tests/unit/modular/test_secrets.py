@@ -129,3 +129,26 @@ def test_masking_twice_changes_nothing_more() -> None:
 )
 def test_is_secret_key(name: str, secret: bool) -> None:
     assert is_secret_key(name) is secret
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ('password="two words" user=bob', 'password="***" user=bob'),
+        ("(token='abc', mode=drop)", "(token='***', mode=drop)"),
+        ("{'pin_secret': 918273, 'port': 1}", "{'pin_secret': ***, 'port': 1}"),
+        ('{"apiKey":"k-1","items":[1]}', '{"apiKey":"***","items":[1]}'),
+    ],
+)
+def test_mask_secrets_masks_quoted_and_bare_values(text: str, masked: str) -> None:
+    assert mask_secrets(text) == masked
+
+
+def test_long_texts_are_masked_whole() -> None:
+    """Large inputs of the shapes that make a backtracking pattern quadratic (with one, this
+    test took minutes): each is masked completely."""
+    assert mask_secrets("a." * 50_000) == "a." * 50_000
+    assert mask_secrets("redis://u:" + "p" * 100_000 + "@h") == "redis://u:***@h"
+    assert mask_secrets("redis://u:" + "@x" * 50_000 + "@h") == "redis://u:***@h"
+    assert mask_secrets("'a': 'b', " * 10_000) == "'a': 'b', " * 10_000
+    assert mask_secrets("password=x " * 10_000) == "password=*** " * 10_000

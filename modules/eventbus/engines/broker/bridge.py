@@ -18,11 +18,12 @@ import asyncio
 import collections
 import contextlib
 import functools
+import inspect
 import logging
 import queue
 import threading
-from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar, overload
 
 from ...errors import EngineUnavailableError
 
@@ -86,18 +87,30 @@ class ThreadBridge:
         caller does not interrupt the call (blocking calls cannot be); its result is dropped."""
         return await self.submit(fn, *args, **kwargs)
 
-    def call_in_loop(self, fn: Callable[..., T], /, *args: Any, timeout: float | None = None) -> T:
+    @overload
+    def call_in_loop(
+        self, fn: Callable[..., Awaitable[T]], /, *args: Any, timeout: float | None = None
+    ) -> T: ...
+
+    @overload
+    def call_in_loop(
+        self, fn: Callable[..., T], /, *args: Any, timeout: float | None = None
+    ) -> T: ...
+
+    def call_in_loop(
+        self, fn: Callable[..., Any], /, *args: Any, timeout: float | None = None
+    ) -> Any:
         """From the thread: run ``fn(*args)`` on the event loop and wait for its result (a
         client callback such as a rebalance listener that must act before the client goes on).
         ``fn`` may return an awaitable; it is awaited on the loop."""
         if self._loop is None:
             raise EngineUnavailableError(f"{self.name}: no event loop")
 
-        async def run() -> T:
-            result: Any = fn(*args)
-            if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+        async def run() -> Any:
+            result = fn(*args)
+            if inspect.isawaitable(result):
                 result = await result
-            return result  # type: ignore[no-any-return]
+            return result
 
         return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout)
 
@@ -215,8 +228,16 @@ class HandOff(Generic[T]):
             await self._arrival.wait()
 
     def close(self) -> None:
-        """Wake everyone: puts fail, gets end once the queue is empty."""
+        """Wake everyone: puts fail, gets end once the queue is empty. From either side."""
         with self._room:
             self._closed = True
             self._room.notify_all()
-        self._arrival.set()
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:  # no loop in this thread: the client's side
+            on_loop = False
+        if on_loop:
+            self._arrival.set()
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                self._loop.call_soon_threadsafe(self._arrival.set)

@@ -8,12 +8,12 @@ snake_case, like every engine's.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Annotated, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import Annotated
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BeforeValidator, Field, SecretStr, model_validator
 
-from modular import FieldError
+from modular import FieldError, is_secret_key, mask_secrets
 
 from ...config import EngineConfig, PositiveInt, parse_duration
 from ...delivery import DeliveryMode, DeliveryPolicy
@@ -22,8 +22,6 @@ PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)
 
 MIB = 1024 * 1024
 
-# Query-string parameters whose value is a secret (``redis://h/0?password=...``).
-_SECRET_WORDS = ("password", "passwd", "pwd", "secret", "token", "credential", "auth", "key")
 MASK = "***"
 
 
@@ -91,11 +89,6 @@ class BrokerEngineConfig(EngineConfig):
         return found
 
 
-def _is_secret_parameter(name: str) -> bool:
-    lowered = name.lower()
-    return any(word in lowered for word in _SECRET_WORDS)
-
-
 def url_secrets(url: str) -> list[str]:
     """The secret parts of ``url``: the password of its userinfo, secret query values."""
     try:
@@ -104,37 +97,20 @@ def url_secrets(url: str) -> list[str]:
     except ValueError:
         return []
     found = [password] if password else []
-    found.extend(v for k, v in parse_qsl(parts.query) if v and _is_secret_parameter(k))
+    found.extend(v for k, v in parse_qsl(parts.query) if v and is_secret_key(k))
     return found
 
 
 def mask_url(url: str) -> str:
     """``url`` without its secrets (userinfo password, secret query parameters), for
-    messages, reprs and observer events."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-        port = parts.port
-    except ValueError:
-        return MASK  # not a url we can take apart: show nothing of it
-    if password is not None:
-        host = parts.hostname or ""
-        if ":" in host:  # an IPv6 address
-            host = f"[{host}]"
-        if port is not None:
-            host = f"{host}:{port}"
-        parts = parts._replace(netloc=f"{parts.username or ''}:{MASK}@{host}")
-    if parts.query:
-        pairs = parse_qsl(parts.query, keep_blank_values=True)
-        if any(_is_secret_parameter(k) for k, _ in pairs):
-            masked = [(k, MASK if _is_secret_parameter(k) else v) for k, v in pairs]
-            parts = parts._replace(query=urlencode(masked, safe="*"))
-    return urlunsplit(parts)
+    messages, reprs and observer events (the container's one masking rule)."""
+    return mask_secrets(url)
 
 
 class Masker:
-    """Takes known secret values out of any text (error messages of a client library may
-    quote what they were given)."""
+    """Takes secrets out of any text: the known secret values of a config (an error message
+    of a client library may quote what it was given), then whatever the container's
+    ``mask_secrets`` recognises (url passwords, ``password=...``)."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         # Longest first, so that a secret containing another is masked whole.
@@ -144,21 +120,10 @@ class Masker:
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, MASK)
-        return text
+        return mask_secrets(text)
 
     def error(self, error: BaseException | None) -> str | None:
         """``Type: message`` of ``error``, masked; None for no error."""
         if error is None:
             return None
         return self(f"{type(error).__name__}: {error}")
-
-
-def repr_args_masked(
-    args: Iterable[tuple[str | None, Any]], url_fields: Iterable[str]
-) -> Iterable[tuple[str | None, Any]]:
-    """A config's ``__repr_args__`` with its url fields masked."""
-    urls = set(url_fields)
-    for name, value in args:
-        if name in urls and isinstance(value, str):
-            value = mask_url(value)
-        yield name, value

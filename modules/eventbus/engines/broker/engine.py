@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Coroutine, Sequence
 from typing import Any, ClassVar
 
 from ...config import EngineConfig
+from ...errors import EngineUnavailableError
 from ...event import Event, Subscription
 from ..base import EngineHealth, FanoutEngine
 from .acks import AckTracker, acknowledge_loop
@@ -20,8 +21,6 @@ from .health import Backoff, ConnectionHealth
 from .inbound import Inbound
 from .outbox import Outbox, Outgoing
 from .tasks import bounded, cancel, spawn
-
-logger = logging.getLogger("modules.eventbus.engines.broker")
 
 # Seconds stop() keeps for closing the engine's clients once draining used up its timeout
 # (the bus abandons an engine 0.5 s after shutdownTimeout).
@@ -67,10 +66,12 @@ class BrokerEngine(FanoutEngine):
         """``address``: where the broker is, secrets masked (see ``config.mask_url``)."""
         super().__init__(name, config)
         self.settings = config
+        # Messages go to the engine type's logger (``modules.eventbus.engines.redis``).
+        self.log = logging.getLogger(f"modules.eventbus.engines.{self.kind}")
         self.mask = Masker(config.secrets())
-        self.connection = ConnectionHealth(self.kind, name, address, self.mask)
+        self.connection = ConnectionHealth(self.kind, name, address, self.mask, self.log)
         self.backoff = Backoff(config.reconnect_min_delay, config.reconnect_max_delay)
-        self.inbound = Inbound(self.kind, name, self.dispatcher)
+        self.inbound = Inbound(self.kind, name, self.dispatcher, self.log)
         self.outbox = Outbox(
             self.send_batch,
             self.destination,
@@ -187,7 +188,7 @@ class BrokerEngine(FanoutEngine):
             )
             await self._shut(loop.time() + CLOSE_GRACE)
             raise error
-        logger.warning(
+        self.log.warning(
             "%s engine %s cannot reach %s at start (%s); it is down and keeps reconnecting",
             self.kind,
             self.name,
@@ -224,14 +225,14 @@ class BrokerEngine(FanoutEngine):
         try:
             await bounded(self.close(), max(deadline - loop.time(), 0.05))
         except TimeoutError:
-            logger.warning(
+            self.log.warning(
                 "%s engine %s could not close its connections to %s in time; abandoned",
                 self.kind,
                 self.name,
                 self.connection.address,
             )
         except Exception as exc:
-            logger.warning("%s engine %s: closing failed: %s", self.kind, self.name, exc)
+            self.log.warning("%s engine %s: closing failed: %s", self.kind, self.name, exc)
         if self.acks is not None:
             self.acks.clear()  # type: ignore[attr-defined]
         self._started = False
@@ -248,7 +249,7 @@ class BrokerEngine(FanoutEngine):
         try:
             await bounded(self.send_acks(batch), max(deadline - loop.time(), CLOSE_GRACE))
         except Exception as exc:
-            logger.warning(
+            self.log.warning(
                 "%s engine %s could not acknowledge %d messages at stop (they will be "
                 "delivered again): %s",
                 self.kind,
@@ -277,7 +278,9 @@ class BrokerEngine(FanoutEngine):
             # The subscription failed; leftovers on the broker go with the session.
             with contextlib.suppress(Exception):
                 await bounded(self.broker_unsubscribe(sub), CLOSE_GRACE)
-            if isinstance(exc, TimeoutError | self.link_errors):
+            if not isinstance(exc, EngineUnavailableError) and isinstance(
+                exc, (TimeoutError, *self.link_errors)
+            ):
                 raise self.connection.unavailable(
                     f"could not subscribe to {sub.topic!r}", exc
                 ) from exc
@@ -289,7 +292,7 @@ class BrokerEngine(FanoutEngine):
         try:
             await bounded(self.broker_unsubscribe(sub), self.settings.publish_timeout)
         except Exception as exc:
-            if not isinstance(exc, TimeoutError | self.link_errors):
+            if not isinstance(exc, (TimeoutError, *self.link_errors)):
                 raise
             # The next session subscribes only what is left.
             self.connection.mark_down(exc)
@@ -308,7 +311,7 @@ class BrokerEngine(FanoutEngine):
             except self.link_errors as exc:
                 self.connection.mark_down(exc)
             except Exception as exc:  # a bug must not end the engine's reception for good
-                logger.exception(
+                self.log.exception(
                     "%s engine %s: receiving failed; reconnecting", self.kind, self.name
                 )
                 self.connection.mark_down(exc)
@@ -339,5 +342,5 @@ class BrokerEngine(FanoutEngine):
         if isinstance(error, self.link_errors):
             self.connection.mark_down(error)
         else:
-            logger.warning("%s engine %s could not acknowledge: %s", self.kind, self.name, error)
+            self.log.warning("%s engine %s could not acknowledge: %s", self.kind, self.name, error)
         await self.backoff.sleep(failures)

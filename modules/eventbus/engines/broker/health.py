@@ -49,8 +49,16 @@ class ConnectionHealth:
     ``kind`` ("redis", "kafka", ...) and ``address`` (masked) name the engine in messages.
     """
 
-    def __init__(self, kind: str, engine: str, address: str, masker: Masker) -> None:
+    def __init__(
+        self,
+        kind: str,
+        engine: str,
+        address: str,
+        masker: Masker,
+        log: logging.Logger | None = None,
+    ) -> None:
         self.kind = kind
+        self.log = log or logger
         self.engine = engine
         self.address = address
         self.mask = masker
@@ -67,6 +75,7 @@ class ConnectionHealth:
         """start() begins: down until a first connection, and quiet until start() gives up
         waiting (it logs the one warning then)."""
         self._set("down", None)
+        self._down_at = time.monotonic()
         self._announce = False
         self._up = asyncio.Event()
 
@@ -82,7 +91,7 @@ class ConnectionHealth:
         if self._up is not None:
             self._up.set()
         if was_down and self._announce:
-            logger.info(
+            self.log.info(
                 "%s engine %s reconnected to %s after %.1fs",
                 self.kind,
                 self.engine,
@@ -103,7 +112,7 @@ class ConnectionHealth:
         if self._up is not None:
             self._up.clear()
         if self._announce:
-            logger.warning(
+            self.log.warning(
                 "%s engine %s lost its connection to %s (%s); reconnecting",
                 self.kind,
                 self.engine,

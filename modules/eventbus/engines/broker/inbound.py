@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Awaitable
 from typing import NamedTuple
 
 from modular.tenants import current_tenant_var
@@ -48,8 +49,11 @@ class Origin(NamedTuple):
 class Inbound:
     """The receiving end of one engine, shared by every session: decode, check, hand on."""
 
-    def __init__(self, kind: str, engine: str, dispatcher: Dispatcher) -> None:
+    def __init__(
+        self, kind: str, engine: str, dispatcher: Dispatcher, log: logging.Logger | None = None
+    ) -> None:
         self.kind = kind
+        self.log = log or logger
         self.engine = engine
         self.dispatcher = dispatcher
         self._logged_at = -math.inf
@@ -93,7 +97,7 @@ class Inbound:
             self._unlogged += 1
             return
         more = f" ({self._unlogged} more since the last report)" if self._unlogged else ""
-        logger.warning(
+        self.log.warning(
             "%s engine %s skipped a message it cannot decode at %s: %s%s",
             self.kind,
             self.engine,
@@ -104,30 +108,39 @@ class Inbound:
         self._logged_at = now
         self._unlogged = 0
 
-    async def hand_on(self, event: Event, settle: Settle | None = None) -> None:
-        """Dispatch ``event`` to the local subscriptions; ``settle(outcome)`` is called once
-        every local delivery of it settled. Handlers run with ``current_tenant()`` equal to
-        the event's tenant, as they do for a publisher in ``tenant_context`` here: a tenant
-        is what crosses the wire of the publisher's context."""
+    def hand_on(self, event: Event, settle: Settle | None = None) -> Awaitable[None]:
+        """Dispatch ``event`` to the local subscriptions (await the result); ``settle(outcome)``
+        is called once every local delivery of it settled. Handlers run with
+        ``current_tenant()`` equal to the event's tenant, as they do for a publisher in
+        ``tenant_context`` here: a tenant is what crosses the wire of the publisher's
+        context."""
         if current_tenant_var.get() == event.tenant:
-            await self.dispatcher.dispatch(event, settle)
-            return
+            # The dispatcher's coroutine itself: no extra frame on the hot path.
+            return self.dispatcher.dispatch(event, settle)
+        return self._hand_on_in_tenant(event, settle)
+
+    async def _hand_on_in_tenant(self, event: Event, settle: Settle | None) -> None:
         token = current_tenant_var.set(event.tenant)
         try:
             await self.dispatcher.dispatch(event, settle)
         finally:
             current_tenant_var.reset(token)
 
-    async def receive(self, data: object, origin: Origin, settle: Settle | None = None) -> bool:
-        """Decode ``data`` found at ``origin`` and hand it on; a decode error settles at once
-        (so the message is acknowledged past). Whether an event was handed on."""
+    def receive(
+        self, data: object, origin: Origin, settle: Settle | None = None
+    ) -> Awaitable[None]:
+        """Decode ``data`` found at ``origin`` and hand it on (await the result); a decode
+        error settles at once, so that the message is acknowledged past."""
         event = self.decode(data, origin)
         if event is None:
             if settle is not None:
                 settle(DECODE_ERROR)
-            return False
-        await self.hand_on(event, settle)
-        return True
+            return _nothing()
+        return self.hand_on(event, settle)
+
+
+async def _nothing() -> None:
+    pass
 
 
 def _describe(error: Exception) -> str:

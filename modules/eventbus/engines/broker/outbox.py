@@ -180,7 +180,8 @@ class Outbox:
                 failures = 0
                 self._last_error = None
                 for item in batch:
-                    item.succeed()
+                    if not item.future.done():
+                        item.future.set_result(None)
                 if self._on_success is not None:
                     self._on_success()
         finally:
