@@ -87,6 +87,7 @@ class KinesisEngine(BrokerEngine):
         self._written: dict[str, int] = {}  # the last checkpoint written, per shard
         self._last_write = -math.inf
         self._flushing = False
+        self._retiring: set[asyncio.Task[bool]] = set()  # threads of ended readers, closing
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -102,9 +103,22 @@ class KinesisEngine(BrokerEngine):
             if self.store is not None:
                 await self.store.release(list(self.shards))
                 await self.store.close()
+            if self._retiring:
+                await asyncio.wait(self._retiring)
         finally:
+            for task in list(self._retiring):
+                task.cancel()
             await self._control.close(CLOSE_WAIT)
             await self._sender.close(CLOSE_WAIT)
+
+    def retire(self, bridge: ThreadBridge) -> None:
+        """Close the thread of a reader that ended, once its current call returned (at most
+        ``requestTimeout`` later); ``close()`` waits for it, within the bounds of stop."""
+        task = asyncio.get_running_loop().create_task(
+            bridge.close(self.settings.request_timeout + CLOSE_WAIT)
+        )
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     async def stop(self, timeout: float) -> None:
         self._flushing = True  # checkpoints go out at once now
@@ -136,10 +150,7 @@ class KinesisEngine(BrokerEngine):
         finally:
             readers = list(self._readers.values())
             self._readers.clear()
-            for task in readers:
-                task.cancel()
-            for task in readers:
-                await cancel(task, within=1.0)
+            await asyncio.gather(*(cancel(task, within=1.0) for task in readers))
 
     async def broker_subscribe(self, sub: Subscription) -> None:
         """The first subscribe positions a reader on every shard before it returns."""

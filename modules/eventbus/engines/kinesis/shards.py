@@ -32,8 +32,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("modules.eventbus.engines.kinesis")
 
-READER_CLOSE_WAIT = 0.2  # seconds a stopped reader waits for its thread's current call
-
 
 class ShardState:
     """What this engine knows of one shard it reads (or read), across sessions."""
@@ -148,5 +146,5 @@ async def read_shard(engine: KinesisEngine, state: ShardState) -> None:
             if not records:
                 await asyncio.sleep(pause)
     finally:
-        await bridge.close(READER_CLOSE_WAIT)
+        engine.retire(bridge)
         engine.wake()
