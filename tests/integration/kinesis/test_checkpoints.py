@@ -33,8 +33,8 @@ def redis_store(stream: str, prefix: str, **extra: Any) -> dict[str, Any]:
 async def checkpoints(prefix: str, stream: str, app: str = "eventbus") -> dict[str, str]:
     client = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
     try:
-        found: dict[str, str] = await client.hgetall(f"{prefix}{stream}:{app}:checkpoints")
-        return found
+        found = await client.hgetall(f"{prefix}{stream}:{app}:checkpoints")
+        return {str(k): str(v) for k, v in found.items()}
     finally:
         await client.aclose()
 
@@ -148,7 +148,7 @@ async def test_a_failed_handler_settles_its_record(
 
         async def checkpointed() -> bool:
             found = await checkpoints(checkpoint_prefix, stream)
-            return found.get("shardId-000000000000") == records[-1]["SequenceNumber"]
+            return found.get("shardId-000000000000") == str(records[-1]["SequenceNumber"])
 
         await wait_until(checkpointed, DEADLINE, "checkpoint past the failed records")
         assert bus.per_engine_stats()["k"].failed == 2
