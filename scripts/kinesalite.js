@@ -16,6 +16,20 @@ server.listen(port, '127.0.0.1', (err) => {
   if (err) throw err
   console.log(`kinesalite listening on 127.0.0.1:${port}${path ? ` (data in ${path})` : ''}`)
 })
+// kinesalite throws from a request's 'error' listener when a client goes away in the middle
+// of a request (a killed process, a closed connection), which would end the server for
+// every other client. Such a request is over anyway: note it and keep serving.
+process.on('uncaughtException', (err) => {
+  if (err && (err.code === 'ECONNRESET' || err.message === 'aborted')) {
+    console.error(`kinesalite: a client went away mid-request (${err.message})`)
+    return
+  }
+  console.error(err)
+  process.exit(1)
+})
 for (const signal of ['SIGINT', 'SIGTERM']) {
-  process.on(signal, () => server.close(() => process.exit(0)))
+  process.on(signal, () => {
+    server.close(() => process.exit(0))
+    server.closeAllConnections()
+  })
 }
