@@ -131,7 +131,8 @@ def put_raw(stream: str, data: bytes, key: str = "raw", endpoint: str = ENDPOINT
 
 
 def all_records(stream: str) -> list[dict[str, Any]]:
-    """Every record of the stream, read with plain boto3 from the start of every shard."""
+    """Every record of the stream (with its ``ShardId``), read with plain boto3 from the start
+    of every shard."""
     kinesis = client()
     found: list[dict[str, Any]] = []
     for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
@@ -140,7 +141,7 @@ def all_records(stream: str) -> list[dict[str, Any]]:
         )["ShardIterator"]
         while iterator:
             reply = kinesis.get_records(ShardIterator=iterator, Limit=10_000)
-            found.extend(reply["Records"])
+            found.extend({**r, "ShardId": shard["ShardId"]} for r in reply["Records"])
             if not reply["Records"]:
                 break
             iterator = reply.get("NextShardIterator")

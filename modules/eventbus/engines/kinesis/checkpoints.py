@@ -1,8 +1,12 @@
 """Checkpoints (the last handled sequence number of each shard, per application) and shard
 leases, like the Kinesis Client Library keeps them.
 
-A checkpoint is a decimal sequence number, or ``SHARD_END`` once a closed shard was read to
-its end and everything from it settled (its children may then be read, by any process).
+A checkpoint is a decimal sequence number, ``SHARD_END`` once a closed shard was read to its
+end and everything from it settled (its children may then be read, by any process), or, for
+a shard from which nothing was read yet, ``iterator:<shard iterator>``: where its reader was
+(an iterator is valid for five minutes, in any process), so that a reader that takes the
+shard over (after a stop, a death, a rebalance) starts exactly there; an expired one means
+the start of the shard (duplicates rather than loss).
 
 - ``memory``: kept in this process, per (endpoint, stream, appName): an engine stopped and
   started again in the same process resumes; nothing is shared, so there are no leases.
@@ -21,6 +25,7 @@ import time
 from collections.abc import Iterable, Mapping
 
 SHARD_END = "SHARD_END"
+ITERATOR = "iterator:"
 
 
 def owner_id() -> str:

@@ -101,6 +101,7 @@ class KinesisEngine(BrokerEngine):
     async def close(self) -> None:
         try:
             if self.store is not None:
+                await self._save_positions()
                 await self.store.release(list(self.shards))
                 await self.store.close()
             if self._retiring:
@@ -220,6 +221,10 @@ class KinesisEngine(BrokerEngine):
             except ClientError as exc:
                 raise as_link_error(exc) from exc
             self.shards[state.id] = state
+        if self.store is not None and self.store.shared:
+            # A shard taken over later without a checkpoint may have been read by a process
+            # that died before checkpointing: read it from its start (duplicates, not loss).
+            self._initial = set()
         for state in self.shards.values():
             if not state.finished and state.id not in self._readers:
                 self._readers[state.id] = asyncio.get_running_loop().create_task(
@@ -339,18 +344,37 @@ class KinesisEngine(BrokerEngine):
             fresh = await self._store(store.load([s.id for s in got]))
             for state in got:
                 checkpoint = fresh.get(state.id)
-                if checkpoint == SHARD_END:
-                    state.finished = True
-                elif checkpoint is not None:
-                    state.last_seq = int(checkpoint)
-        return got
+                if checkpoint is not None:
+                    state.resume(checkpoint)
+                if state.finished:  # by another process, meanwhile
+                    self.shards[state.id] = state
+                    await self._store(store.release([state.id]))
+        return [state for state in got if not state.finished]
 
     async def _keep_leases(self) -> None:
-        """Renew the leases held; stop reading the shards whose lease was lost."""
+        """Renew the leases held; stop reading the shards whose lease was lost; note where
+        the readers of shards with nothing read yet are."""
         store = self.store
         assert store is not None
         for shard in await self._store(store.renew(self._held())):
             await self._lose(shard)
+        await self._save_positions()
+
+    async def _save_positions(self, shards: list[str] | None = None) -> None:
+        """``iterator:`` checkpoints of the shards (all held) from which nothing was read."""
+        store = self.store
+        assert store is not None
+        positions: dict[str, str] = {}
+        for shard in self._held() if shards is None else shards:
+            state = self.shards.get(shard)
+            position = state.position if state is not None else None
+            if position is not None:
+                positions[shard] = position
+        if positions:
+            async with self._checkpoint_lock:
+                refused = await self._store(store.save(positions))
+            for shard in refused:
+                await self._lose(shard)
 
     async def _lose(self, shard: str) -> None:
         """Another process holds ``shard`` now: stop reading it; what was not settled is
@@ -378,6 +402,7 @@ class KinesisEngine(BrokerEngine):
                     if written is None or settled > written:
                         await self._store(store.save({shard: str(settled)}))
             self.watermarks.revoke(shard)
+        await self._save_positions([shard])
         self.shards.pop(shard, None)
         self._written.pop(shard, None)
         await self._store(store.release([shard]))

@@ -7,7 +7,8 @@ across a resharding. Where a reader starts:
 - after its checkpoint, when the application has one for the shard;
 - else, for the shards listed when reading begins, ``iteratorType`` (a closed shard with
   ``LATEST``: nothing more can arrive there, so it counts as read);
-- else (a shard that appeared later, a child of a parent that was being read) at its start.
+- else (a shard that appeared later, a child of a parent that was being read; with leases,
+  a shard taken over without a checkpoint) at its start.
 
 A reader remembers the last sequence number it handed on: an expired iterator (after five
 minutes without a read) is replaced by one after that number, and the records a
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import ClientError
 
 from ..broker import Origin, ThreadBridge
-from .checkpoints import SHARD_END
+from .checkpoints import ITERATOR, SHARD_END
 from .client import THROTTLED, Shard, StreamCalls, as_link_error, error_code
 
 if TYPE_CHECKING:
@@ -46,6 +47,24 @@ class ShardState:
         self.handed: int | None = None  # the last sequence number handed on in this run
         self.iterator: str | None = None
         self.finished = False  # read to its end (and with a store: checkpointed as such)
+
+    def resume(self, checkpoint: str) -> None:
+        """Start where ``checkpoint`` (the application's, for this shard) says."""
+        if checkpoint == SHARD_END:
+            self.finished = True
+        elif checkpoint.startswith(ITERATOR):
+            self.iterator = checkpoint[len(ITERATOR) :]
+            self.kind = "TRIM_HORIZON"  # once that iterator expired: duplicates, not loss
+        else:
+            self.last_seq = int(checkpoint)
+
+    @property
+    def position(self) -> str | None:
+        """An ``iterator:`` checkpoint while nothing was read from the shard (None once a
+        record was: its sequence number is the checkpoint then)."""
+        if self.handed is None and self.last_seq is None and self.iterator is not None:
+            return f"{ITERATOR}{self.iterator}"
+        return None
 
     def fresh_iterator(self, calls: StreamCalls) -> str:
         """Blocking: a new iterator from where this reader is."""
@@ -73,14 +92,14 @@ def plan(
         if shard.id in known:
             continue
         checkpoint = checkpoints.get(shard.id)
-        if checkpoint == SHARD_END:
-            state = ShardState(shard, "TRIM_HORIZON")
-            state.finished = True
-            finished.add(shard.id)
-            done.append(state)
-            continue
         if checkpoint is not None:
-            to_read.append(ShardState(shard, "TRIM_HORIZON", int(checkpoint)))
+            state = ShardState(shard, "TRIM_HORIZON")
+            state.resume(checkpoint)
+            if state.finished:
+                finished.add(shard.id)
+                done.append(state)
+            else:
+                to_read.append(state)
             continue
         if any(p in listed and p not in finished for p in shard.parents):
             continue  # after its parents
