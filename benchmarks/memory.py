@@ -13,6 +13,9 @@ for ``deliveryMode``.
 - pyee: ``emit`` calls plain handlers inline and schedules a task per coroutine handler; the
   publisher yields every 64 events so that those tasks run (pyee has no backpressure).
 
+"Many patterns": the cost of a publish to a topic never published before, with 10 and with
+10,000 pattern subscriptions (see ``run_patterns``).
+
 "loaded" latency is measured during the throughput run (a saturated publisher, so it is
 mostly time spent waiting in a full queue); "idle" latency publishes one event at a time and
 waits for its deliveries before the next.
@@ -21,6 +24,7 @@ waits for its deliveries before the next.
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +35,7 @@ from pyee.asyncio import AsyncIOEventEmitter
 
 from modular import Application
 from modules.eventbus import Event, EventBusModule
+from modules.eventbus.topics import matches
 
 from .common import (
     Measurement,
@@ -276,7 +281,8 @@ WORKLOADS = [Workload(1, "sync"), Workload(10, "sync"), Workload(1, "async"), Wo
 
 async def run(deliveries: int, repeat: int) -> list[list[str]]:
     """Measure every workload ``repeat`` times (implementations interleaved, so that noise
-    from other processes spreads over all of them) and print the medians."""
+    from other processes spreads over all of them) and print the medians; then the
+    many-patterns case."""
     rows: list[list[str]] = []
     for workload in WORKLOADS:
         events = max(1, deliveries // workload.subscribers)
@@ -323,6 +329,103 @@ async def run(deliveries: int, repeat: int) -> list[list[str]]:
             "idle p50",
             "idle p99",
             "dropped",
+        ],
+        rows,
+    )
+    await run_patterns(repeat)
+    return rows
+
+
+# --- many pattern subscriptions -------------------------------------------------------------
+
+PATTERN_COUNTS = (10, 10_000)
+NEW_TOPICS = 10_000
+SCANNED_TOPICS = 200  # topics resolved by the scan of every pattern (slow, so few)
+
+
+@dataclass
+class PatternRun:
+    new_topic: float  # seconds per publish, each to a topic never published before
+    seen_topic: float  # seconds per publish, the same topics again (resolved from the cache)
+    scan: float  # seconds per topic to check every pattern with ``matches``
+
+
+async def _pattern_run(patterns: int) -> PatternRun:
+    """``patterns`` subscriptions ``p<i>.*`` with a plain-function handler; topic ``j`` is
+    ``p<j % patterns>.t<j>``, so that every publish has exactly one delivery whatever the
+    number of patterns and only the resolving of a new topic differs."""
+    app = Application({"eventbus": {}}, envvar_prefix=None)
+    app.register_module(EventBusModule())
+    await app.start()
+    try:
+        bus = app.get_service("eventbus.provider", EventBusModule)
+        handled: list[str] = []
+        record = handled.append
+
+        def handler(event: Event) -> None:
+            record(event.topic)
+
+        names = [f"p{i}.*" for i in range(patterns)]
+        for name in names:
+            await bus.subscribe(name, handler)
+        await asyncio.sleep(0)  # each subscription's consumer task takes its first step
+        topics = [f"p{j % patterns}.t{j}" for j in range(NEW_TOPICS)]
+        publish = bus.publish
+        per_publish: list[float] = []
+        for rounds in (1, 2):  # new topics, then the same topics again
+            quiet_gc()
+            start = time.perf_counter()
+            for topic in topics:
+                await publish(topic)
+            end = await wait_until(lambda: len(handled) >= rounds * NEW_TOPICS)  # noqa: B023
+            per_publish.append((end - start) / NEW_TOPICS)
+        if handled[:NEW_TOPICS] != topics or bus.stats() != (2 * NEW_TOPICS, 0):
+            raise AssertionError(f"{patterns} patterns: deliveries are not one per publish")
+    finally:
+        await app.stop()
+    sample = topics[:SCANNED_TOPICS]
+    start = time.perf_counter()
+    for topic in sample:
+        [name for name in names if matches(name, topic)]
+    scan = (time.perf_counter() - start) / len(sample)
+    return PatternRun(per_publish[0], per_publish[1], scan)
+
+
+async def run_patterns(repeat: int) -> list[list[str]]:
+    """Publishing to new topics with few and with many pattern subscriptions (interleaved
+    ``repeat`` times, medians printed)."""
+    runs: dict[int, list[PatternRun]] = {count: [] for count in PATTERN_COUNTS}
+    for _ in range(repeat):
+        for count in PATTERN_COUNTS:
+            runs[count].append(await _pattern_run(count))
+    medians = {
+        count: PatternRun(
+            statistics.median(r.new_topic for r in measured),
+            statistics.median(r.seen_topic for r in measured),
+            statistics.median(r.scan for r in measured),
+        )
+        for count, measured in runs.items()
+    }
+    reference = medians[PATTERN_COUNTS[0]].new_topic
+    rows = [
+        [
+            f"{count:,}",
+            format_seconds(m.new_topic),
+            f"{m.new_topic / reference:.2f}x",
+            format_seconds(m.seen_topic),
+            format_seconds(m.scan),
+        ]
+        for count, m in medians.items()
+    ]
+    print_table(
+        f"Memory engine, many patterns: {NEW_TOPICS:,} publishes to distinct new topics, "
+        f"median of {repeat} run(s)",
+        [
+            "pattern subscriptions",
+            "per publish, new topic",
+            f"vs {PATTERN_COUNTS[0]} patterns",
+            "per publish, topic seen before",
+            "scan of every pattern, per topic",
         ],
         rows,
     )

@@ -9,6 +9,10 @@ payloads, the bus's redis engine (pubsub and streams) beside raw redis-py doing 
 - bus, sequential: ``await bus.publish(...)`` one after the other (each waits for Redis).
 - bus, windowed: ``BATCH`` publishes in flight at a time (``asyncio.gather``), which lets an
   engine that batches its writes do so, as the raw client's pipeline does.
+- faststream's ``RedisBroker`` (pubsub), as its users write it: one ``@broker.subscriber``
+  per subscription (each its own connection; Redis fans out), ``async def`` handlers taking
+  the decoded ``dict`` body, ``await broker.publish(...)`` sequential or ``BATCH`` in
+  flight. It uses only faststream's public API and redis-py, nothing of the bus.
 
 Throughput is handler calls per second from the first publish to the last delivery;
 latency is from just before the publish call to the handler. Pub/sub is at-most-once, so a
@@ -25,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import redis.asyncio as aioredis
+from faststream.redis import RedisBroker
 
 from modular import Application
 from modules.eventbus import Event, EventBusModule
@@ -35,6 +40,9 @@ from .common import Measurement, Summary, format_rate, format_seconds, print_tab
 REDIS_URL = "redis://127.0.0.1:6379/0"
 TOPIC = "bench.topic"
 BATCH = 100
+# redis-py's default pool (100 connections) is too small for BATCH publishes in flight plus
+# one connection per faststream subscriber: it raises "Too many connections".
+FASTSTREAM_MAX_CONNECTIONS = 2 * BATCH
 QUIET = 3.0
 PAYLOAD_BYTES = 200
 
@@ -155,6 +163,63 @@ async def raw_streams(prefix: str, subscribers: int, events: int, progress: Prog
         await client.aclose()
 
 
+def faststream_runner(windowed: bool) -> Runner:
+    async def run(prefix: str, subscribers: int, events: int, progress: Progress) -> None:
+        template = payload_of_size(PAYLOAD_BYTES)
+        channel = f"{prefix}{TOPIC}"
+        # faststream logs every message at INFO by default, the others do not; logger=None
+        # turns that off (faststream handles None, its parameter types leave it out).
+        broker = RedisBroker(
+            REDIS_URL,
+            logger=None,  # type: ignore[arg-type]
+            max_connections=FASTSTREAM_MAX_CONNECTIONS,
+        )
+        for _ in range(subscribers):
+            broker.subscriber(channel)(_faststream_handler(progress))
+        probe = aioredis.Redis.from_url(REDIS_URL)
+        await broker.start()
+        try:
+            await _until_subscribed(probe, channel, subscribers)
+            publish = broker.publish
+            if windowed:
+                for start in range(0, events, BATCH):
+                    await asyncio.gather(
+                        *(
+                            publish(_payload(template), channel)
+                            for _ in range(min(BATCH, events - start))
+                        )
+                    )
+            else:
+                for _ in range(events):
+                    await publish(_payload(template), channel)
+            await progress.settle(events * subscribers)
+        finally:
+            await broker.stop()
+            await probe.aclose()
+
+    return run
+
+
+def _faststream_handler(progress: Progress) -> Callable[[dict[str, Any]], Awaitable[None]]:
+    async def handler(body: dict[str, Any]) -> None:
+        progress.record(body["t"])
+
+    return handler
+
+
+async def _until_subscribed(probe: aioredis.Redis, channel: str, count: int) -> None:
+    """Until Redis counts ``count`` subscribers of ``channel`` (the broker's start does not
+    wait for the confirmations)."""
+    deadline = time.perf_counter() + 10.0
+    while True:
+        [(_, subscribed)] = await probe.pubsub_numsub(channel)
+        if subscribed >= count:
+            return
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"{subscribed} of {count} subscribers of {channel} after 10 s")
+        await asyncio.sleep(0.001)
+
+
 def bus_runner(mode: str, windowed: bool) -> Runner:
     async def run(prefix: str, subscribers: int, events: int, progress: Progress) -> None:
         template = payload_of_size(PAYLOAD_BYTES)
@@ -198,6 +263,8 @@ RUNNERS: dict[str, dict[str, Runner]] = {
         "raw redis-py, sequential await PUBLISH": raw_pubsub_sequential,
         "bus, sequential publish": bus_runner("pubsub", windowed=False),
         f"bus, {BATCH} publishes in flight": bus_runner("pubsub", windowed=True),
+        "faststream RedisBroker, sequential publish": faststream_runner(windowed=False),
+        f"faststream RedisBroker, {BATCH} publishes in flight": faststream_runner(windowed=True),
     },
     "streams": {
         "raw redis-py (pipelined XADD + XREADGROUP)": raw_streams,

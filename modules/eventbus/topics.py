@@ -99,21 +99,39 @@ def covers(broad: str, narrow: str) -> bool:
 class TopicIndex(Generic[T]):
     """Items filed under patterns, resolved by topic through a cache.
 
-    ``resolve(topic)`` is the hot path of every publish: it answers from a dict and scans the
-    patterns only the first time a topic is seen after a change. The cache is bounded so that
-    a stream of distinct topics cannot grow it without limit.
+    ``resolve(topic)`` is the hot path of every publish: it answers from a dict, and only the
+    first time a topic is seen after a change does it look the topic up. That look-up never
+    scans the patterns: exact patterns are a dict keyed by topic, and ``prefix*`` patterns a
+    dict keyed by prefix, probed with each proper prefix of the topic whose length some
+    pattern has (``*`` is the empty prefix). It costs at most one probe per character of the
+    topic, however many patterns there are. The cache is bounded so that a stream of
+    distinct topics cannot grow it without limit.
     """
 
     CACHE_LIMIT = 10_000
 
     def __init__(self) -> None:
-        # pattern -> {item: insertion number}; resolve() returns items in insertion order
+        # pattern -> {item: insertion number}; resolve() returns items in insertion order.
+        # _exact and _prefixed share these dicts, keyed by topic and by prefix.
         self._by_pattern: dict[str, dict[T, int]] = {}
+        self._exact: dict[str, dict[T, int]] = {}
+        self._prefixed: dict[str, dict[T, int]] = {}
+        self._prefix_lengths: dict[int, int] = {}  # length -> how many prefixes have it
         self._cache: dict[str, tuple[T, ...]] = {}
         self._added = itertools.count()
 
     def add(self, pattern: str, item: T) -> None:
-        self._by_pattern.setdefault(pattern, {})[item] = next(self._added)
+        items = self._by_pattern.get(pattern)
+        if items is None:
+            items = self._by_pattern[pattern] = {}
+            if is_pattern(pattern):
+                prefix = pattern[:-1]
+                self._prefixed[prefix] = items
+                self._prefix_lengths[len(prefix)] = self._prefix_lengths.get(len(prefix), 0) + 1
+            else:
+                self._exact[pattern] = items
+        items.pop(item, None)  # re-added: its place is at the end, as its new number says
+        items[item] = next(self._added)
         self._cache.clear()
 
     def remove(self, pattern: str, item: T) -> bool:
@@ -122,24 +140,47 @@ class TopicIndex(Generic[T]):
             return False
         if not items:
             del self._by_pattern[pattern]
+            if is_pattern(pattern):
+                prefix = pattern[:-1]
+                del self._prefixed[prefix]
+                left = self._prefix_lengths.pop(len(prefix)) - 1
+                if left:
+                    self._prefix_lengths[len(prefix)] = left
+            else:
+                del self._exact[pattern]
         self._cache.clear()
         return True
 
     def resolve(self, topic: str) -> tuple[T, ...]:
         found = self._cache.get(topic)
         if found is None:
-            ranked = [
-                (rank, item)
-                for pattern, items in self._by_pattern.items()
-                if matches(pattern, topic)
-                for item, rank in items.items()
-            ]
-            ranked.sort(key=lambda pair: pair[0])
-            found = tuple(item for _, item in ranked)
+            found = self._lookup(topic)
             if len(self._cache) >= self.CACHE_LIMIT:
                 self._cache.clear()
             self._cache[topic] = found
         return found
+
+    def _lookup(self, topic: str) -> tuple[T, ...]:
+        """What matches ``topic``: its exact entry and each ``prefix*`` with a proper prefix
+        of it (``user.*`` does not match ``user.``), in insertion order."""
+        matched: list[dict[T, int]] = []
+        exact = self._exact.get(topic)
+        if exact is not None:
+            matched.append(exact)
+        prefixed = self._prefixed
+        size = len(topic)
+        for length in self._prefix_lengths:
+            if length < size:
+                items = prefixed.get(topic[:length])
+                if items is not None:
+                    matched.append(items)
+        if not matched:
+            return ()
+        if len(matched) == 1:
+            return tuple(matched[0])  # a dict's order is its items' insertion order
+        ranked = [(rank, item) for items in matched for item, rank in items.items()]
+        ranked.sort(key=_rank)
+        return tuple(item for _, item in ranked)
 
     def patterns(self) -> list[str]:
         return list(self._by_pattern)
@@ -150,7 +191,14 @@ class TopicIndex(Generic[T]):
 
     def clear(self) -> None:
         self._by_pattern.clear()
+        self._exact.clear()
+        self._prefixed.clear()
+        self._prefix_lengths.clear()
         self._cache.clear()
 
     def __len__(self) -> int:
         return sum(len(items) for items in self._by_pattern.values())
+
+
+def _rank(pair: tuple[int, object]) -> int:
+    return pair[0]

@@ -7,12 +7,12 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
 
 import pytest
 
 from modular import current_tenant, tenant_context
 from modules.eventbus import Event, EventBusModule
+from modules.eventbus.engines.base import EngineHealth
 from tests.helpers import DEADLINE, Recorder, wait_for
 
 from .conftest import ENGINE, ContractEnv
@@ -79,9 +79,8 @@ async def test_a_publish_inside_a_handler_belongs_to_the_events_tenant(
     assert untenanted_audit.payloads == [{"seen": "nobody"}]
 
 
-def health(bus: EventBusModule) -> Any:
-    """``bus.health()[ENGINE]``: an EngineHealth with ``state``, ``error`` and ``since``."""
-    return cast(Any, bus).health()[ENGINE]
+def health(bus: EventBusModule) -> EngineHealth:
+    return bus.health()[ENGINE]
 
 
 async def test_health_is_up_while_started_and_stopped_after_stop(

@@ -65,12 +65,16 @@ async def test_pubsub_reconnects_and_resubscribes(
         await exact.wait_count(1)
         assert engine.stats().reconnects == 0
 
+        assert bus.health()["r"].state == "up"
         server.kill()
         await assert_unavailable_within_publish_timeout(bus, "job.done")
         await assert_unavailable_within_publish_timeout(bus, "job.other")
+        health = bus.health()["r"]
+        assert health.state == "down" and health.error is not None
 
         await server.start()
         await wait_for(lambda: engine.stats().reconnects >= 1, 15, "the engine reconnected")
+        assert bus.health()["r"].state == "up" and bus.health()["r"].error is None
         await bus.publish("job.done", {"phase": "after"})
         await exact.wait_count(2)
         await pattern.wait_count(2)

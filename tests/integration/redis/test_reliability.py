@@ -248,6 +248,8 @@ async def test_events_a_restarted_redis_accepted_before_the_group_came_back_are_
             assert not missing, f"{len(missing)} of the 300 events the new server accepted lost"
             assert len(got.events) == len(received), "an event was delivered twice"
             assert received == {e.id for e in [*first, *after, last]}
+        outage = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert outage, "the outage was not logged"
 
 
 # --- 6. oversized messages ----------------------------------------------------------------

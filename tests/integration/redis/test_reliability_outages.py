@@ -8,12 +8,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
 from modular import Application, CloudEvent, ConfigError
 from modules.eventbus import EngineUnavailableError, EventBusModule
+from modules.eventbus.engines.base import EngineHealth
 from tests.helpers import DEADLINE, Recorder, wait_for
 
 from .helpers import RedisServer, free_port
@@ -49,9 +50,8 @@ def bus_of(app: Application) -> EventBusModule:
     return app.get_service("eventbus.provider", EventBusModule)
 
 
-def health(bus: EventBusModule) -> Any:
-    """``bus.health()[NAME]``: an EngineHealth with ``state``, ``error`` and ``since``."""
-    return cast(Any, bus).health()[NAME]
+def health(bus: EventBusModule) -> EngineHealth:
+    return bus.health()[NAME]
 
 
 @asynccontextmanager
@@ -97,6 +97,7 @@ async def test_an_engine_down_at_start_comes_up_with_its_broker(
             at_start = health(bus)
             assert at_start.state == "down"
             assert at_start.error is not None
+            assert at_start.since is not None
             warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
             assert [r.levelno for r in warnings] == [logging.WARNING], [
                 r.getMessage() for r in warnings
@@ -118,6 +119,8 @@ async def test_an_engine_down_at_start_comes_up_with_its_broker(
 
             await server.start()
             await wait_for(lambda: health(bus).state == "up", DEADLINE, "the engine up")
+            came_up = health(bus).since
+            assert came_up is not None and came_up > at_start.since, "since did not move"
             await bus.subscribe("orders.placed", got)
             await bus.publish("orders.placed", {"after": "outage"})
             await got.wait_count(1)
@@ -219,6 +222,8 @@ async def test_stop_is_bounded_when_redis_is_frozen(
         assert not still_waiting, f"{len(still_waiting)} publishes still waiting after stop"
         for outcome in outcomes:
             assert isinstance(outcome, EngineUnavailableError), repr(outcome)
+        logged = [r for r in caplog.records if r.name.startswith("modules.eventbus")]
+        assert any(r.levelno == logging.WARNING for r in logged), "an unfinished stop not logged"
     finally:
         server.thaw()
         await app.stop()
@@ -245,7 +250,7 @@ async def test_a_password_in_the_query_string_is_never_shown(
     secret = "s3cret"
     url = f"redis://127.0.0.1:{free_port()}/0?password={secret}"  # nobody listens there
     observed: list[CloudEvent] = []
-    app = application(url)
+    app = application(url, connectTimeout=CONNECT_TIMEOUT)
     app.register_observer(observed.append)
     async with stopped_at_exit(app):
         await app.start()

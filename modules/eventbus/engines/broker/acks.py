@@ -54,6 +54,10 @@ class AckTracker(Protocol[B]):
         """``batch`` (from ``ready``) reached the broker."""
         ...
 
+    def clear(self) -> None:
+        """Forget everything (at stop: what was not acknowledged comes back)."""
+        ...
+
 
 class MessageAcks(Generic[S, P]):
     """Per-message acknowledgements. A batch is a list of ``(source, position)``.

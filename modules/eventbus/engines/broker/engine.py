@@ -234,7 +234,7 @@ class BrokerEngine(FanoutEngine):
         except Exception as exc:
             self.log.warning("%s engine %s: closing failed: %s", self.kind, self.name, exc)
         if self.acks is not None:
-            self.acks.clear()  # type: ignore[attr-defined]
+            self.acks.clear()
         self._started = False
         self.connection.stopped()
 
