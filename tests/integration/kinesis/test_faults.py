@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -172,3 +173,44 @@ async def test_the_server_outlives_a_client_that_goes_away_mid_request(
     assert server.process is not None
     await wait_for(lambda: answers(server.endpoint), DEADLINE, "kinesalite still answering")
     assert server.process.poll() is None
+
+
+async def test_a_server_that_lost_its_data_is_read_from_the_start_of_the_new_stream(
+    server: Kinesalite, tmp_path: Path, checkpoint_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    await server.start()
+    config = engine_config(
+        stream_name(),
+        server.endpoint,
+        checkpointStore="redis",
+        checkpointRedisUrl=REDIS_URL,
+        checkpointKeyPrefix=checkpoint_prefix,
+        publishTimeout="10s",
+    )
+    app = new_app(config)
+    await app.start()
+    bus = app.get_service("eventbus.provider")
+    try:
+        received = Recorder()
+        await bus.subscribe("lost.topic", received)
+        await bus.publish("lost.topic", "before")
+        await received.wait_count(1)
+        await app.stop()  # its checkpoint names a record of the old stream
+        made = time.time()
+
+        await server.kill()
+        server.data_dir = tmp_path / "empty"  # the same server, without its data
+        await server.start()
+        # kinesalite puts the second a shard was made into its sequence numbers, and takes
+        # those of an older stream of the same name made within the same second
+        await wait_for(lambda: int(time.time()) > int(made) + 1, 5.0, "the next second")
+        with caplog.at_level(logging.WARNING):
+            await app.start()  # the stream is made again
+            again = Recorder("again")
+            await bus.subscribe("lost.topic", again)
+            await bus.publish("lost.topic", "after")
+            await again.wait_count(1)
+        assert again.payloads == ["after"]
+        assert any("does not hold sequence number" in r.getMessage() for r in caplog.records)
+    finally:
+        await app.stop()

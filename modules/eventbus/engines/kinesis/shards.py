@@ -67,9 +67,25 @@ class ShardState:
         return None
 
     def fresh_iterator(self, calls: StreamCalls) -> str:
-        """Blocking: a new iterator from where this reader is."""
+        """Blocking: a new iterator from where this reader is. A sequence number the stream
+        does not know (the server lost its data and the stream was made again) means the
+        start of what the stream holds now, as a vanished consumer group does."""
         if self.last_seq is not None:
-            return calls.iterator(self.id, "AFTER_SEQUENCE_NUMBER", self.last_seq)
+            try:
+                return calls.iterator(self.id, "AFTER_SEQUENCE_NUMBER", self.last_seq)
+            except ClientError as exc:
+                if error_code(exc) != "InvalidArgumentException":
+                    raise
+                logger.warning(
+                    "kinesis stream %s shard %s does not hold sequence number %s (%s); "
+                    "reading the shard from its start",
+                    calls.stream,
+                    self.id,
+                    self.last_seq,
+                    exc,
+                )
+                self.last_seq = None
+                self.kind = "TRIM_HORIZON"
         return calls.iterator(self.id, self.kind)
 
 
