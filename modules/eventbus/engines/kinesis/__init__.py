@@ -21,8 +21,8 @@ process reads every shard from ``iteratorType``; with one (:mod:`.checkpoints`),
 resumes after the last record the application ``appName`` handled, and with ``redis`` the
 processes of one appName share the shards through leases.
 
-The parts: :mod:`.config`, :mod:`.client` (boto3, errors, the calls), :mod:`.shards`,
-:mod:`.checkpoints`, :mod:`.engine`.
+The parts: :mod:`.config`, :mod:`.client` (boto3, errors, the calls), :mod:`.publishing`,
+:mod:`.shards`, :mod:`.checkpoints`, :mod:`.engine`.
 """
 
 from .config import KinesisEngineConfig

@@ -6,32 +6,30 @@ import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import ClassVar, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ...config import EngineConfig
-from ...errors import EngineUnavailableError, EventEncodeError
 from ...event import Event, Subscription
 from ..base import Capabilities
 from ..broker import BrokerEngine, Outgoing, Session, ThreadBridge, WatermarkAcks, cancel
 from .checkpoints import SHARD_END, CheckpointStore, RedisCheckpointStore, owner_id
 from .client import (
-    THROTTLED,
     KinesisLinkError,
     StreamCalls,
     as_link_error,
     error_code,
     make_client,
 )
-from .config import MAX_BATCH_BYTES, MAX_RECORD_SIZE, KinesisEngineConfig
+from .config import KinesisEngineConfig
+from .publishing import partition_key, put_records
 from .shards import ShardState, plan, read_shard
 
 logger = logging.getLogger("modules.eventbus.engines.kinesis")
 
 T = TypeVar("T")
 
-MAX_PARTITION_KEY = 256  # characters, the Kinesis limit
 ACTIVE_POLL = 0.1  # seconds between two looks at a stream that is not ACTIVE yet
 SETTLE_POLL = 0.02  # seconds between two looks at a finished shard's last settlements
 CLOSE_WAIT = 0.5  # seconds close() waits for a thread's current call
@@ -76,7 +74,7 @@ class KinesisEngine(BrokerEngine):
             self.acks = self.watermarks
         self.calls: StreamCalls | None = None
         self._control = ThreadBridge(f"kinesis:{name}:control")
-        self._sender = ThreadBridge(f"kinesis:{name}:publish")
+        self.sender = ThreadBridge(f"kinesis:{name}:publish")
         self.shards: dict[str, ShardState] = {}
         self._readers: dict[str, asyncio.Task[None]] = {}
         self._reading = False  # readers run from the first subscribe until stop
@@ -93,7 +91,7 @@ class KinesisEngine(BrokerEngine):
 
     async def open(self) -> None:
         self._control.start()
-        self._sender.start()
+        self.sender.start()
         if self.calls is None:  # building a client loads botocore's models: off the loop
             client = await self._control.call(make_client, self.settings, pool_size=50)
             self.calls = StreamCalls(client, self.settings.stream_name)
@@ -110,7 +108,7 @@ class KinesisEngine(BrokerEngine):
             for task in list(self._retiring):
                 task.cancel()
             await self._control.close(CLOSE_WAIT)
-            await self._sender.close(CLOSE_WAIT)
+            await self.sender.close(CLOSE_WAIT)
 
     def retire(self, bridge: ThreadBridge) -> None:
         """Close the thread of a reader that ended, once its current call returned (at most
@@ -411,83 +409,7 @@ class KinesisEngine(BrokerEngine):
 
     def destination(self, event: Event) -> str:
         """The partition key: the event's, or its topic."""
-        key = event.partition_key or event.topic
-        if len(key) > MAX_PARTITION_KEY:
-            raise ValueError(
-                f"partition key of the event for {event.topic!r} has {len(key)} characters; "
-                f"Kinesis takes at most {MAX_PARTITION_KEY}"
-            )
-        return key
+        return partition_key(event)
 
     async def send_batch(self, batch: Sequence[Outgoing]) -> None:
-        """PutRecords in requests of at most ``batchSize`` records and 5 MiB; records that
-        come back failed are sent again with backoff until their publish's deadline."""
-        limit = min(self.settings.max_message_size, MAX_RECORD_SIZE)
-        request: list[tuple[Outgoing, int]] = []
-        size = 0
-        for item in batch:
-            record_size = len(item.data) + len(str(item.destination).encode())
-            if record_size > limit:
-                item.fail(
-                    EventEncodeError(
-                        f"the record for topic {item.event.topic!r} is {record_size} bytes "
-                        f"(envelope and partition key), over the limit of {limit} bytes; "
-                        "nothing was sent"
-                    )
-                )
-                continue
-            if request and size + record_size > MAX_BATCH_BYTES:
-                await self._put([i for i, _ in request])
-                request, size = [], 0
-            request.append((item, record_size))
-            size += record_size
-        if request:
-            await self._put([i for i, _ in request])
-
-    async def _put(self, items: list[Outgoing]) -> None:
-        calls = self.calls
-        assert calls is not None
-        loop = asyncio.get_running_loop()
-        # The kit cancels send_batch at the earliest deadline of its batch: give up before.
-        give_up = min(item.deadline for item in items) - 0.05
-        pending = items
-        attempts = 0
-        while pending:
-            attempts += 1
-            records = [{"Data": i.data, "PartitionKey": i.destination} for i in pending]
-            try:
-                results = await self._sender.call(calls.put_records, records)
-            except ClientError as exc:
-                error = as_link_error(exc)
-                if error is not exc:
-                    raise error from exc
-                if error_code(exc) not in THROTTLED:
-                    for item in pending:
-                        item.fail(self._refused(item, exc, attempts))
-                    return
-                results = [{"ErrorCode": error_code(exc), "ErrorMessage": str(exc)}] * len(pending)
-            failed: list[tuple[Outgoing, dict[str, Any]]] = []
-            for item, result in zip(pending, results, strict=True):
-                if "ErrorCode" in result:
-                    failed.append((item, result))
-                else:
-                    item.succeed()
-            if not failed:
-                return
-            pause = self.backoff.delay(attempts)
-            if loop.time() + pause >= give_up:
-                for item, result in failed:
-                    item.fail(self._refused(item, result, attempts))
-                return
-            await asyncio.sleep(pause)
-            pending = [item for item, _ in failed if not item.settled]
-
-    def _refused(self, item: Outgoing, why: Any, attempts: int) -> EngineUnavailableError:
-        if isinstance(why, dict):
-            cause = f"{why.get('ErrorCode')}: {why.get('ErrorMessage', '')}"
-        else:
-            cause = self.mask.error(why) or ""
-        return EngineUnavailableError(
-            f"kinesis engine {self.name!r} ({self.connection.address}) could not publish to "
-            f"{item.event.topic!r} after {attempts} attempt(s): {cause}"
-        )
+        await put_records(self, batch)
