@@ -14,8 +14,18 @@ mkdir -p "$STATE"
 
 log() { printf 'kinesis: %s\n' "$*" >&2; }
 
-# Any HTTP answer (kinesalite says 403 to a bare GET) means it is serving requests.
-answering() { curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$PORT/"; }
+# Any HTTP answer (kinesalite says 403 to a bare GET) means it is serving requests; without
+# curl, an open port is taken as the answer.
+answering() {
+  if command -v curl >/dev/null; then curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$PORT/"
+  else (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; fi
+}
+
+apt_install() {
+  log "installing $* from Debian packages"
+  if [ "$(id -u)" = 0 ]; then apt-get update -q >/dev/null && apt-get install -y -q "$@" >/dev/null
+  else sudo apt-get update -q >/dev/null && sudo apt-get install -y -q "$@" >/dev/null; fi
+}
 
 wait_ready() { # seconds
   local deadline=$((SECONDS + $1))
@@ -28,7 +38,7 @@ wait_ready() { # seconds
 install() {
   local stamp=node_modules/.package-lock.json
   if [ ! -d node_modules/kinesalite ] || [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ]; then
-    command -v npm >/dev/null || { log "npm is needed to install kinesalite"; return 1; }
+    command -v npm >/dev/null || apt_install nodejs npm
     log "installing kinesalite (npm ci)"
     npm ci --no-audit --no-fund --loglevel=error >&2
   fi
