@@ -24,6 +24,8 @@ import socket
 import time
 from collections.abc import Iterable, Mapping
 
+from modular import ConfigError
+
 SHARD_END = "SHARD_END"
 ITERATOR = "iterator:"
 
@@ -128,7 +130,13 @@ class RedisCheckpointStore(CheckpointStore):
     def __init__(
         self, url: str, prefix: str, stream: str, app: str, owner: str, lease_duration: float
     ) -> None:
-        import redis.asyncio as aioredis
+        try:
+            import redis.asyncio as aioredis
+        except ImportError as exc:
+            raise ConfigError(
+                "checkpointStore 'redis' needs the redis package; install it with: "
+                "pip install 'modular-eventbus[kinesis,redis]'"
+            ) from exc
 
         self._client = aioredis.Redis.from_url(url)
         base = f"{prefix}{stream}:{app}"
