@@ -28,6 +28,7 @@ from pydantic import (
 from modular import FieldError, mask_secrets, normalize_key
 
 from .delivery import DeliveryMode, DeliveryPolicy
+from .metrics import MetricsConfig
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -137,6 +138,7 @@ class EventBusConfig(EngineConfig):
     routing: list[RoutingRule] = Field(default_factory=list)
     shutdown_timeout: Duration = 30.0
     source: Annotated[str, Field(min_length=1)] = "eventbus"
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)  # exporters, see metrics.py
 
     @model_validator(mode="after")
     def _check_engines_and_routes(self) -> EventBusConfig:

@@ -34,9 +34,11 @@ once every local delivery of the event settled, with the worst :class:`Outcome` 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextvars
 import inspect
 import logging
+import time
 import types
 import typing
 from collections import deque
@@ -121,6 +123,37 @@ class DeliveryStats:
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v}" for k, v in self.as_dict().items())
         return f"DeliveryStats({fields})"
+
+
+class LatencyHistogram:
+    """Seconds from publish to the start of a handler, in fixed buckets (Prometheus-style
+    upper bounds). Recorded only once something asked for it (``Dispatcher.latency``): about
+    0.3 us per delivery. Broker engines measure against the publisher's clock."""
+
+    BOUNDS = (
+        0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+        0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    )  # fmt: skip
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(self.BOUNDS) + 1)  # the last: above every bound
+        self.total = 0.0  # sum of the observed seconds
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(self.BOUNDS, seconds)] += 1
+        self.total += seconds
+
+    def snapshot(self) -> LatencyHistogram:
+        copy = LatencyHistogram()
+        copy.counts = list(self.counts)
+        copy.total = self.total
+        return copy
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
 
 
 class DeliveryHooks(Protocol):
@@ -359,6 +392,7 @@ class Dispatcher:
         self.policy = policy
         self.stats = stats or DeliveryStats()
         self.hooks = hooks
+        self.latency: LatencyHistogram | None = None  # set to record publish-to-handler time
         self.subscriptions: TopicIndex[Subscription] = TopicIndex()
         self._mailboxes: dict[Subscription, Mailbox] = {}
         self._drainers: dict[Subscription, asyncio.Task[None]] = {}
@@ -480,6 +514,8 @@ class Dispatcher:
         """Run a plain-function handler right here. Its subscription's queue is empty and its
         consumer cannot be inside the handler (a plain function cannot suspend), so order and
         one-at-a-time hold, and the event skips a queue round trip."""
+        if self.latency is not None:
+            self.latency.observe(time.time() - event.timestamp)
         try:
             if sub.payload_type is None:  # invoke(), inlined for the common case
                 result = ctx.run(sub.handler, event)
@@ -608,6 +644,8 @@ class Dispatcher:
             if sub.is_async and sub not in self._pooled:  # unsubscribed meanwhile
                 self._drop(item)
                 continue
+            if self.latency is not None:
+                self.latency.observe(time.time() - event.timestamp)
             error: BaseException | None = None
             try:
                 if result is None:

@@ -17,7 +17,14 @@ from modular.tenants import current_tenant_var
 
 from . import tracing
 from .config import EngineSpec, EventBusConfig
-from .delivery import DeliveryStats, call_handler, context_for, report_failure
+from .delivery import (
+    DeliveryStats,
+    Dispatcher,
+    LatencyHistogram,
+    call_handler,
+    context_for,
+    report_failure,
+)
 from .engines.base import Engine, EngineHealth
 from .errors import EngineUnavailableError, EventBusNotStartedError
 from .event import (
@@ -30,6 +37,7 @@ from .event import (
     make_event,
 )
 from .history import History
+from .metrics import MetricsExporters
 from .registry import create_engine
 from .router import Router
 from .topics import matches, validate_pattern, validate_tenant, validate_topic
@@ -79,6 +87,8 @@ class EventBusModule(Module):
         self._observe_published = False
         self._observe_received = False
         self._start_lock = asyncio.Lock()
+        self._record_latency = False
+        self.metrics = MetricsExporters()  # the exporters of config.metrics
         self._stopped_at = time.time()  # since when engines not started are "stopped"
 
     # --- module lifecycle ---------------------------------------------------------------
@@ -93,6 +103,7 @@ class EventBusModule(Module):
         self._observers_changed()
         self.config = app.config_section(self.name)
         self._source = self.config.source
+        self.metrics = MetricsExporters(self.config.metrics)
         specs = self.config.effective_engines()
         for i, spec in enumerate(specs):
             path = f"eventbus.engines[{i}]" if self.config.engines else "eventbus"
@@ -114,6 +125,8 @@ class EventBusModule(Module):
             engine.config.max_event_queue_size, engine.config.history_ttl, self._clock
         )
         engine.attach(_Hooks(self, key), config.source)
+        if self._record_latency:
+            _record_latency(engine)
         return engine
 
     def _observers_changed(self) -> None:
@@ -126,6 +139,7 @@ class EventBusModule(Module):
             return
         if self._router is None:
             raise EventBusNotStartedError("the event bus is not initialised: call app.init()")
+        await self.metrics.start(self)  # first: a port in use fails before engines connect
         try:
             for key in list(self._engines):
                 await self._start_engine(key)
@@ -133,6 +147,7 @@ class EventBusModule(Module):
             started = [self._engines[k] for k in self._started_engines]
             await _stop_engines(started, self.config.shutdown_timeout)
             self._started_engines.clear()
+            await self.metrics.stop()
             raise
         self._running = True
         self._emit("bus.started", engines=list(self._engines))
@@ -170,6 +185,7 @@ class EventBusModule(Module):
             sub.active = False
         self._subscriptions.clear()
         self._topic_counts.clear()
+        await self.metrics.stop()  # last: Datadog's final flush sees the drained stats
         self._emit("bus.stopped", engines=list(self._engines))
 
     # --- tenants ------------------------------------------------------------------------
@@ -490,6 +506,22 @@ class EventBusModule(Module):
     def per_engine_stats(self) -> dict[str, DeliveryStats]:
         return {key: engine.stats() for key, engine in self._engines.items()}
 
+    def record_latency(self) -> None:
+        """Record publish-to-handler latency per engine from now on (a metrics exporter asks
+        for it; it costs a little on every delivery, so it is off until then)."""
+        self._record_latency = True
+        for engine in self._engines.values():
+            _record_latency(engine)
+
+    def latency_histograms(self) -> dict[str, LatencyHistogram]:
+        """Copies of each engine's publish-to-handler histogram (see ``record_latency``)."""
+        found: dict[str, LatencyHistogram] = {}
+        for key, engine in list(self._engines.items()):
+            histogram = getattr(getattr(engine, "dispatcher", None), "latency", None)
+            if isinstance(histogram, LatencyHistogram):
+                found[key] = histogram.snapshot()
+        return found
+
     def engine(self, name: str) -> Engine:
         try:
             return self._engines[name]
@@ -558,6 +590,12 @@ class EventBusModule(Module):
     def _emit(self, kind: str, **data: Any) -> None:
         if self._app is not None:
             self._app.emit(EVENT_PREFIX + kind, SOURCE, data)
+
+
+def _record_latency(engine: Engine) -> None:
+    dispatcher = getattr(engine, "dispatcher", None)  # engines with a local fan-out
+    if isinstance(dispatcher, Dispatcher) and dispatcher.latency is None:
+        dispatcher.latency = LatencyHistogram()
 
 
 async def _stop_engines(engines: list[Engine], timeout: float) -> None:

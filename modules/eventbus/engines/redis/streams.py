@@ -369,11 +369,11 @@ class StreamsReceiver(Receiver):
             if not self.durable:  # nobody else reads this group
                 acks.skip(key, entry_id)
             return  # in a shared group, left pending for a consumer that wants it
-        origin = route._replace(where=f"{route.where} entry {entry_id.decode(errors='replace')}")
         data = _event_field(fields)
         if data is None and route.error is None:
-            origin = origin._replace(error="the entry has no 'event' field")
-        await self.inbound.receive(data, origin, acks.hand_out(key, entry_id))
+            entry = entry_id.decode(errors="replace")
+            route = route._replace(error=f"entry {entry} has no 'event' field")
+        await self.inbound.receive(data, route, acks.hand_out(key, entry_id))
 
     # --- upkeep -----------------------------------------------------------------------
 
