@@ -60,7 +60,7 @@ async def test_garbage_put_by_plain_boto3_is_a_decode_error_and_reading_goes_on(
     async with running_bus(engine_config(stream)) as bus:
         received = Recorder()
         await bus.subscribe("after.garbage", received)
-        with caplog.at_level(logging.WARNING, logger="modules.eventbus.engines.broker"):
+        with caplog.at_level(logging.WARNING, logger="modules.eventbus.engines.kinesis"):
             await asyncio.to_thread(put_raw, stream, b"\x00\xff{not json")
             await asyncio.to_thread(put_raw, stream, b"[" * 100_000)
             await bus.publish("after.garbage", "still here")

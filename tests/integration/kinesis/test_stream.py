@@ -56,7 +56,7 @@ async def test_missing_stream_without_create_stream_is_down_until_it_exists(
     stream: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = engine_config(stream, createStream=False, connectTimeout="300ms")
-    with caplog.at_level(logging.WARNING, logger="modules.eventbus.engines.broker"):
+    with caplog.at_level(logging.WARNING, logger="modules.eventbus.engines.kinesis"):
         async with running_bus(config) as bus:
             health = bus.health()["k"]
             assert health.state == "down"
