@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # kinesalite (a Kinesis API server) on 127.0.0.1 for the test suite.
 #   scripts/kinesis.sh start|stop|wait [port]
-# start: install it with `npm ci` when node_modules is missing or older than package-lock.json,
-# reuse a server already answering on the port, otherwise start one in the background and wait
+# start: install it with `npm ci` when node_modules is missing or older than package-lock.json
+# (always: tests start kinesalites of their own), reuse a server already answering on the port, otherwise start one in the background and wait
 # until it answers HTTP. Its data is kept in memory unless KINESALITE_DATA names a directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,8 +45,8 @@ install() {
 }
 
 start() {
+  install  # also when a server answers already: tests start servers of their own from it
   if answering; then log "kinesalite already answering on 127.0.0.1:$PORT"; return; fi
-  install
   log "starting kinesalite on 127.0.0.1:$PORT"
   nohup node scripts/kinesalite.js "$PORT" ${KINESALITE_DATA:+"$KINESALITE_DATA"} >"$LOGFILE" 2>&1 &
   echo $! >"$PIDFILE"
