@@ -181,7 +181,7 @@ def test_a_password_is_masked_up_to_the_last_at_sign(url: str, masked: str) -> N
             "invalid url 'redis://alice:***@127.0.0.1:6379': Port could not be cast",
         ),
         (
-            "[input_value=\"redis://alice:it's secret@h:1\", input_type=str]",
+            '[input_value="redis://alice:it\'s secret@h:1", input_type=str]',
             '[input_value="redis://alice:***@h:1", input_type=str]',
         ),
         (

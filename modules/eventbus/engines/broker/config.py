@@ -15,12 +15,36 @@ from pydantic import BeforeValidator, Field, SecretStr, model_validator
 
 from modular import FieldError, is_secret_key, mask_secrets
 
-from ...config import EngineConfig, PositiveInt, parse_duration
+from ...config import EngineConfig, parse_duration, whole_number
 from ...delivery import DeliveryMode, DeliveryPolicy
 
-PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
-
 MIB = 1024 * 1024
+
+# Upper bounds, so that a typo of a few zeros fails at init() instead of being sent to a
+# broker that refuses it at every publish or read (or keeps a reconnect loop going).
+MAX_DURATION = 7 * 86400.0  # every duration of a broker engine: timeouts, delays, intervals
+MAX_DURATION_TEXT = "7d"
+MAX_MESSAGE_SIZE = 512 * MIB  # Redis' largest bulk string (proto-max-bulk-len), by default
+MAX_BATCH_SIZE = 100_000
+
+
+def broker_duration(value: object) -> float:
+    """Seconds, as :func:`parse_duration` reads them, at most :data:`MAX_DURATION`."""
+    seconds = parse_duration(value)
+    if seconds > MAX_DURATION:
+        raise ValueError(
+            f"a duration must be at most {MAX_DURATION_TEXT} ({MAX_DURATION:.0f}s), got {value!r}"
+        )
+    return seconds
+
+
+PositiveDuration = Annotated[float, BeforeValidator(broker_duration), Field(gt=0)]
+
+
+# Sizes and counts: whole numbers (a bool is refused; a numeric string, as an environment
+# variable gives, is read as its number).
+MessageSize = Annotated[int, BeforeValidator(whole_number), Field(gt=0, le=MAX_MESSAGE_SIZE)]
+BatchSize = Annotated[int, BeforeValidator(whole_number), Field(gt=0, le=MAX_BATCH_SIZE)]
 
 MASK = "***"
 
@@ -33,9 +57,13 @@ class BrokerEngineConfig(EngineConfig):
       (and so ``app.start()``) instead of starting ``down`` and reconnecting.
     - ``publishTimeout`` (5s): how long a publish or a subscribe waits while the broker is
       unreachable before it raises ``EngineUnavailableError``.
-    - ``maxMessageSize`` (1 MiB): the largest encoded envelope a publish may send.
-    - ``batchSize`` (500): publishes sent to the broker in one batch.
+    - ``maxMessageSize`` (1 MiB, at most 512 MiB): the largest encoded envelope a publish
+      may send.
+    - ``batchSize`` (500, at most 100,000): publishes sent to the broker in one batch.
     - ``reconnectMinDelay`` / ``reconnectMaxDelay`` (50ms / 2s): the reconnection backoff.
+
+    Every duration is finite, above 0 and at most 7 days; a size or count is a whole number
+    (``true`` is refused), as a number or a numeric string.
 
     An engine whose reading is durable (acknowledged after handling) returns True from
     :meth:`durable_reading`; its delivery mode then defaults to ``block`` unless the user set
@@ -45,8 +73,8 @@ class BrokerEngineConfig(EngineConfig):
     connect_timeout: PositiveDuration = 10.0
     require_at_start: bool = False
     publish_timeout: PositiveDuration = 5.0
-    max_message_size: PositiveInt = MIB
-    batch_size: PositiveInt = 500
+    max_message_size: MessageSize = MIB
+    batch_size: BatchSize = 500
     reconnect_min_delay: PositiveDuration = 0.05
     reconnect_max_delay: PositiveDuration = 2.0
 
