@@ -119,7 +119,7 @@ GARBAGE: dict[str, bytes] = {
 @requires("cross_process")
 @pytest.mark.parametrize("kind", list(GARBAGE))
 async def test_a_malformed_message_is_counted_and_delivery_goes_on(
-    bus: EventBusModule, env: ContractEnv, kind: str
+    bus: EventBusModule, env: ContractEnv, kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     received = Recorder()
     await bus.subscribe(TOPIC, received)
@@ -136,6 +136,8 @@ async def test_a_malformed_message_is_counted_and_delivery_goes_on(
     stats = bus.per_engine_stats()[ENGINE]
     assert received.payloads == [{"ok": True}]
     assert (stats.delivered, stats.dropped, stats.reconnects) == (1, 0, 0)
+    (logged,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "skipped a message it cannot decode" in logged
 
 
 @requires("cross_process")
