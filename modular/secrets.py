@@ -75,6 +75,12 @@ def mask_url(url: str) -> str:
     return mask_secrets(url)
 
 
+def url_passwords(text: str) -> list[str]:
+    """The passwords of the URLs in ``text``, as :func:`mask_secrets` reads them (so also one
+    holding "/", which ``urllib`` would split)."""
+    return [match["password"] for match in _USERINFO.finditer(text)]
+
+
 def mask_secrets(text: str) -> str:
     """``text`` with every credential it contains replaced by ``***`` (see the module doc)."""
     if not text:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from modular import ConfigError
+from modules.eventbus.engines.broker import Masker, url_secrets
 from modules.eventbus.engines.broker import config as broker_config
 from modules.eventbus.engines.redis import config as redis_config
 
@@ -173,3 +174,11 @@ async def test_an_unrecognised_password_is_not_echoed_either() -> None:
     error = await init_error({"url": "redis://alice:80/zz-secret@127.0.0.1:6379/0"})
     assert "zz-secret" not in error
     assert "percent-encode" in error
+
+
+def test_the_masker_knows_a_password_that_urllib_splits() -> None:
+    secrets = url_secrets("redis://alice:ab/cd%2Fef@h:1/0?token=tok")
+    assert set(secrets) == {"ab/cd%2Fef", "ab/cd/ef", "tok"}
+    mask = Masker(secrets)
+    assert mask("AUTH ab/cd/ef failed") == "AUTH *** failed"
+    assert mask("AUTH ab/cd%2Fef failed") == "AUTH *** failed"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from modular import is_secret_key, mask_secrets, mask_url
+from modular.secrets import url_passwords
 
 
 @pytest.mark.parametrize(
@@ -207,3 +208,16 @@ def test_such_passwords_are_masked_inside_messages(text: str, masked: str) -> No
 )
 def test_ports_and_paths_before_an_at_sign_are_not_passwords(text: str) -> None:
     assert mask_secrets(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "passwords"),
+    [
+        ("redis://alice:ab/cd@host:1/0", ["ab/cd"]),
+        ("redis://a:p 1@h1 and amqp://b:p#2@h2", ["p 1", "p#2"]),
+        ("http://host:80/@scope", []),
+        ("redis://alice@host", []),
+    ],
+)
+def test_url_passwords_are_found_as_masking_reads_them(text: str, passwords: list[str]) -> None:
+    assert url_passwords(text) == passwords

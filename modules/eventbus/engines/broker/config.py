@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Annotated
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import BeforeValidator, Field, SecretStr, model_validator
 
 from modular import FieldError, is_secret_key, mask_secrets
+from modular.secrets import url_passwords
 
 from ...config import EngineConfig, parse_duration, whole_number
 from ...delivery import DeliveryMode, DeliveryPolicy
@@ -118,14 +119,16 @@ class BrokerEngineConfig(EngineConfig):
 
 
 def url_secrets(url: str) -> list[str]:
-    """The secret parts of ``url``: the password of its userinfo, secret query values."""
+    """The secret parts of ``url``: the password of its userinfo (as written and decoded, as
+    a client sends it), secret query values."""
+    found: list[str] = []
+    for password in url_passwords(url):
+        found += {password, unquote(password)}
     try:
-        parts = urlsplit(url)
-        password = parts.password
+        query = urlsplit(url).query
     except ValueError:
-        return []
-    found = [password] if password else []
-    found.extend(v for k, v in parse_qsl(parts.query) if v and is_secret_key(k))
+        return found
+    found.extend(v for k, v in parse_qsl(query) if v and is_secret_key(k))
     return found
 
 
