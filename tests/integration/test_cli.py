@@ -98,7 +98,9 @@ def broken(tmp_path: Path, closed_port: int) -> Path:
     path = tmp_path / "broken.toml"
     path.write_text(
         two_engines(
-            "broken", f'{{ url = "redis://127.0.0.1:{closed_port}", publishTimeout = "500ms" }}'
+            "broken",
+            f'{{ url = "redis://127.0.0.1:{closed_port}", publishTimeout = "500ms", '
+            'connectTimeout = "500ms" }',
         )
     )
     return path

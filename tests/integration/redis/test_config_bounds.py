@@ -67,8 +67,8 @@ DURATIONS = [
         (float("nan"), "finite"),
         (float("inf"), "finite"),
         (-1, "negative"),
-        (BIG, str(broker_config.MAX_DURATION_TEXT)),
-        ("8d", str(broker_config.MAX_DURATION_TEXT)),
+        (BIG, str(broker_config.MAX_DURATION)),
+        ("8d", str(broker_config.MAX_DURATION)),
     ],
 )
 async def test_durations_must_be_finite_and_bounded(key: str, value: Any, expected: str) -> None:

@@ -266,6 +266,32 @@ async def test_a_tenants_follow_up_event_stays_with_the_tenant(make_bus: MakeBus
 # --- the publisher lets the loop run ---------------------------------------------------------
 
 
+class LoopTicker:
+    """Counts how often the event loop ran another task while the block ran: once per
+    yield of whatever held the loop."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        while not self._stop.is_set():
+            self.ticks += 1
+            await asyncio.sleep(0)
+
+    async def __aenter__(self) -> LoopTicker:
+        self._task = asyncio.get_running_loop().create_task(self._tick())
+        await asyncio.sleep(0)
+        self.ticks = 0
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        assert self._task is not None
+        await self._task
+
+
 @pytest.mark.parametrize("subscribers", ["none", "async", "plain"])
 async def test_tight_publish_loop_yields_regularly(make_bus: MakeBus, subscribers: str) -> None:
     h = await make_bus({"maxEventQueueSize": 1_000_000, "defaultEventBufferSize": 1_000_000})
@@ -273,24 +299,11 @@ async def test_tight_publish_loop_yields_regularly(make_bus: MakeBus, subscriber
         await h.bus.subscribe_async("t", Recorder())
     elif subscribers == "plain":
         await h.bus.subscribe("t", Recorder())
-    ticks = 0
-    stop = asyncio.Event()
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while not stop.is_set():
-            ticks += 1
-            await asyncio.sleep(0)
-
-    task = asyncio.get_running_loop().create_task(ticker())
-    await asyncio.sleep(0)
-    before = ticks
     publishes = 20 * YIELD_EVERY
-    for i in range(publishes):
-        await h.bus.publish("t", i)
-    during = ticks - before
-    stop.set()
-    await task
+    async with LoopTicker() as ticker:
+        for i in range(publishes):
+            await h.bus.publish("t", i)
+    during = ticker.ticks
     # The ticker runs at least once per YIELD_EVERY publishes: no stretch of the loop
     # lasts longer than that many publishes (well under a millisecond each).
     assert during >= publishes // YIELD_EVERY - 1, f"the loop ran {during} times"
@@ -520,23 +533,10 @@ async def test_a_backlog_of_handlers_that_never_suspend_lets_the_loop_run(
     events = 40 * YIELD_EVERY
     for i in range(events):  # all queued behind the first: a backlog
         await h.bus.publish("t", i)
-    ticks = 0
-    stop = asyncio.Event()
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while not stop.is_set():
-            ticks += 1
-            await asyncio.sleep(0)
-
-    task = asyncio.get_running_loop().create_task(ticker())
-    await asyncio.sleep(0)
-    first.set()
-    before = ticks
-    await wait_for(lambda: handled == events)
-    during = ticks - before
-    stop.set()
-    await task
+    async with LoopTicker() as ticker:
+        first.set()
+        await wait_for(lambda: handled == events)
+    during = ticker.ticks
     # The consumer yields every YIELD_EVERY deliveries; without that the whole backlog
     # would be drained in one stretch of the loop.
     assert during >= events // YIELD_EVERY - 2, f"the loop ran {during} times"
