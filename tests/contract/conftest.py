@@ -12,6 +12,8 @@ the test left on the broker are deleted afterwards.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import importlib.util
 import os
@@ -29,6 +31,7 @@ from modules.eventbus.registry import create_engine
 from .helpers import CAPABILITIES
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
+KINESIS_ENDPOINT = "http://127.0.0.1:4567"
 ENGINE = "main"  # the name of the engine under test in every bus of the suite
 
 # (engine config map, topic, raw bytes): put bytes where the engine reads ``topic`` from.
@@ -50,6 +53,10 @@ class EngineCase:
     type: str
     options: Callable[[str], dict[str, Any]]  # namespace -> the engine's config map
     module: str  # the engine's module: a missing one fails the case's tests
+    # Whether the place a message is found (a channel, a topic) names its topic and tenant, so
+    # that an envelope can contradict it. A Kinesis shard names neither: tests marked
+    # ``wire_names_place`` do not apply.
+    wire_names_place: bool = True
 
     def __str__(self) -> str:
         return self.id
@@ -75,6 +82,31 @@ def _redis_options(mode: str) -> Callable[[str], dict[str, Any]]:
     return options
 
 
+def _kinesis_options(checkpoints: bool) -> Callable[[str], dict[str, Any]]:
+    def options(namespace: str) -> dict[str, Any]:
+        config: dict[str, Any] = {
+            "endpointUrl": KINESIS_ENDPOINT,
+            "region": "us-east-1",
+            "accessKeyId": "AKIDCONTRACT",
+            "secretAccessKey": "contract-secret",
+            "streamName": namespace,
+            "shardCount": 2,
+            "pollInterval": "20ms",
+            "shardDiscoveryInterval": "500ms",
+        }
+        if checkpoints:
+            # Checkpoints and leases in Redis: the durable flavour of the engine.
+            config |= {
+                "checkpointStore": "redis",
+                "checkpointRedisUrl": REDIS_URL,
+                "checkpointKeyPrefix": f"{namespace}:",
+                "checkpointInterval": "50ms",
+            }
+        return config
+
+    return options
+
+
 CASES = [
     EngineCase("memory", "memory", _no_options, "modules.eventbus.engines.memory"),
     EngineCase("custom", "custom", _custom_options, "modules.eventbus.engines.custom"),
@@ -82,6 +114,20 @@ CASES = [
     EngineCase("redis-pubsub", "redis", _redis_options("pubsub"), "modules.eventbus.engines.redis"),
     EngineCase(
         "redis-streams", "redis", _redis_options("streams"), "modules.eventbus.engines.redis"
+    ),
+    EngineCase(
+        "kinesis",
+        "kinesis",
+        _kinesis_options(False),
+        "modules.eventbus.engines.kinesis",
+        wire_names_place=False,
+    ),
+    EngineCase(
+        "kinesis-checkpoints",
+        "kinesis",
+        _kinesis_options(True),
+        "modules.eventbus.engines.kinesis",
+        wire_names_place=False,
     ),
 ]
 
@@ -125,11 +171,59 @@ async def _redis_xadd_raw(options: Mapping[str, Any], topic: str, data: bytes) -
         await client.aclose()
 
 
+# --- Kinesis (kinesalite), reached with plain boto3 -----------------------------------------
+
+
+def _kinesis_client() -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "kinesis",
+        endpoint_url=KINESIS_ENDPOINT,
+        region_name="us-east-1",
+        aws_access_key_id="AKIDCONTRACT",
+        aws_secret_access_key="contract-secret",
+        config=Config(retries={"total_max_attempts": 1}, connect_timeout=2, read_timeout=10),
+    )
+
+
+async def _kinesis_check(options: Mapping[str, Any]) -> None:
+    try:
+        await asyncio.to_thread(_kinesis_client().list_streams)
+    except Exception as exc:
+        raise RuntimeError(
+            f"no Kinesis API server answers at {KINESIS_ENDPOINT} ({exc}); run `make services`"
+        ) from exc
+
+
+async def _kinesis_cleanup(options: Mapping[str, Any]) -> None:
+    def delete() -> None:
+        with contextlib.suppress(Exception):  # never created, or gone
+            _kinesis_client().delete_stream(StreamName=options["streamName"])
+
+    await asyncio.to_thread(delete)
+    if "checkpointKeyPrefix" in options:
+        await _redis_cleanup({"channelPrefix": options["checkpointKeyPrefix"]})
+
+
+async def _kinesis_put_raw(options: Mapping[str, Any], topic: str, data: bytes) -> None:
+    def put() -> None:
+        _kinesis_client().put_record(
+            StreamName=options["streamName"], Data=data, PartitionKey=topic
+        )
+
+    await asyncio.to_thread(put)
+
+
 BROKERS: dict[str, Broker] = {
     "redis": Broker(
         check=_redis_check,
         cleanup=_redis_cleanup,
         injectors={"pubsub": _redis_publish_raw, "streams": _redis_xadd_raw},
+    ),
+    "kinesis": Broker(
+        check=_kinesis_check, cleanup=_kinesis_cleanup, injectors={"": _kinesis_put_raw}
     ),
 }
 
@@ -240,6 +334,10 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         f"requires(*capabilities): collect only for engines declaring them {CAPABILITIES}",
     )
+    config.addinivalue_line(
+        "markers",
+        "wire_names_place: collect only for cases whose wire names a message's topic and tenant",
+    )
 
 
 def _required(item: pytest.Item) -> list[str]:
@@ -264,7 +362,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         case = callspec.params.get("bus") if callspec is not None else None
         needed = _required(item)
         declared = _declared(case) if isinstance(case, EngineCase) and needed else None
-        if declared is not None and not all(getattr(declared, name) for name in needed):
+        lacks = declared is not None and not all(getattr(declared, name) for name in needed)
+        unplaced = (
+            isinstance(case, EngineCase)
+            and not case.wire_names_place
+            and item.get_closest_marker("wire_names_place") is not None
+        )
+        if lacks or unplaced:
             deselected.append(item)
         else:
             kept.append(item)

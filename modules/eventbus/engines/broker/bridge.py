@@ -133,6 +133,9 @@ class ThreadBridge:
                     EngineUnavailableError(f"{self.name}: closed before the call finished")
                 )
         self._pending.clear()
+        if ended is not None and ended.is_set():
+            # It set ``ended`` on its way out: it is a moment from its end, not busy.
+            thread.join(0.1)
         if thread.is_alive():
             logger.warning("%s: the client's thread is still busy after %.1fs", self.name, timeout)
             return False
