@@ -58,3 +58,14 @@ async def test_numeric_strings_from_environment_variables_are_counts(
     await app.init()
     config = module.engine("default").config
     assert (config.worker_count, config.max_event_queue_size) == (8, 250)
+
+
+@pytest.mark.parametrize("key", ["shard_count", "max_records_per_get"])
+def test_a_bool_is_not_a_kinesis_count(key: str) -> None:
+    from pydantic import ValidationError
+
+    from modules.eventbus.engines.kinesis.config import KinesisEngineConfig
+
+    with pytest.raises(ValidationError, match="expected a whole number"):
+        KinesisEngineConfig.model_validate({key: True})
+    assert getattr(KinesisEngineConfig.model_validate({key: "4"}), key) == 4
