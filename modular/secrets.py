@@ -7,7 +7,8 @@ they arrive inside other messages (pydantic's ``input_value=...``, an exception 
 What is masked:
 
 - the password of a URL's user-info: ``redis://alice:s3cret@host`` -> ``redis://alice:***@host``
-  (the user name is kept; it identifies the account without opening it);
+  (the user name is kept; it identifies the account without opening it), up to the last
+  ``@`` before the host, whatever the password holds (``/``, ``?``, ``#``, quotes, spaces);
 - the value of a query parameter or ``key=value`` pair whose name says it is secret
   (``password``, ``token``, ``secret``, ``apikey``, ...): ``?password=x`` -> ``?password=***``;
 - the value of such a key in the repr of a mapping or in JSON: ``'password': 'x'`` ->
@@ -35,14 +36,18 @@ SECRET_KEY_WORDS = (
     "signature",
 )
 
-# scheme://user:password@ — the scheme may hold "_" (Kafka's SASL_SSL://) and follow any
-# text ("url=redis://"); its length is bounded so that masking takes linear time. The password may
-# hold ":", "?", "#" and even "@" (an "@" is the password's when another "@" follows before the
-# host ends), never whitespace, a quote or "/": "http://host:80/@scope" holds no password.
+# scheme://user:password@host — the scheme may hold "_" (Kafka's SASL_SSL://) and follow any
+# text ("url=redis://"); its length is bounded so that masking takes linear time.
+# The password runs to the LAST "@" followed by a host, so that it may hold anything a user
+# types unencoded ("/", "?", "#", "@", quotes, spaces), but it never crosses a line end or the
+# "://" of another URL. What follows "host:" is a port, not a password, when it is digits
+# followed by "/", "?", "#", a space or the end: "http://host:80/@scope" holds no password (so
+# neither would a password that starts with digits and a "/": percent-encode it).
 _USERINFO = re.compile(
     r"""(?P<head>[A-Za-z][A-Za-z0-9+.\-_]{0,31}://[^\s:/?#@'"]*:)"""
-    r"""(?P<password>(?:[^\s/@'"]|@(?=[^\s/?'"@]*@))+)"""
-    r"""(?P<at>@)"""
+    r"""(?!\d{1,5}(?:[/?#\s]|$))"""
+    r"""(?P<password>(?:(?!://)[^\r\n])+)"""
+    r"""(?P<at>@)(?=[\w\[%/-])"""
 )
 
 # A value: quoted (the quotes stay) or bare, up to a separator.
@@ -68,6 +73,12 @@ def mask_url(url: str) -> str:
     Never raises: a URL that does not parse (bad port, odd scheme) is masked all the same.
     """
     return mask_secrets(url)
+
+
+def url_passwords(text: str) -> list[str]:
+    """The passwords of the URLs in ``text``, as :func:`mask_secrets` reads them (so also one
+    holding "/", which ``urllib`` would split)."""
+    return [match["password"] for match in _USERINFO.finditer(text)]
 
 
 def mask_secrets(text: str) -> str:

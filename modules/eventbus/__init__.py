@@ -8,7 +8,7 @@ import logging
 
 from .config import EngineConfig, EngineSpec, EventBusConfig, RoutingRule
 from .delivery import DeliveryMode, DeliveryPolicy, DeliveryStats, Outcome
-from .engines.base import Capabilities, Engine, FanoutEngine
+from .engines.base import Capabilities, Engine, EngineHealth, FanoutEngine, HealthState
 from .errors import (
     ConfigError,
     EngineUnavailableError,
@@ -33,6 +33,7 @@ __all__ = [
     "DeliveryStats",
     "Engine",
     "EngineConfig",
+    "EngineHealth",
     "EngineSpec",
     "EngineUnavailableError",
     "Event",
@@ -44,6 +45,7 @@ __all__ = [
     "EventEncodeError",
     "FanoutEngine",
     "Handler",
+    "HealthState",
     "Outcome",
     "Router",
     "RoutingRule",

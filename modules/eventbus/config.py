@@ -51,15 +51,23 @@ def parse_duration(value: object) -> float:
     return seconds
 
 
+def whole_number(value: object) -> object:
+    """``value`` unchanged unless it is a bool (which pydantic would take as 0 or 1): a size
+    or a count written ``true`` is a mistake. Numeric strings (environment variables) pass."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a whole number, got {value!r}")
+    return value
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
-PositiveInt = Annotated[int, Field(gt=0)]
+PositiveInt = Annotated[int, BeforeValidator(whole_number), Field(gt=0)]
 
 # Upper bounds of sizes and counts: each queue slot and worker costs memory up front, and a
 # typo of a few zeros should fail at init(), not at the first publish.
 MAX_QUEUE_SIZE = 10_000_000
 MAX_WORKERS = 10_000
-QueueSize = Annotated[int, Field(gt=0, le=MAX_QUEUE_SIZE)]
-WorkerCount = Annotated[int, Field(gt=0, le=MAX_WORKERS)]
+QueueSize = Annotated[int, BeforeValidator(whole_number), Field(gt=0, le=MAX_QUEUE_SIZE)]
+WorkerCount = Annotated[int, BeforeValidator(whole_number), Field(gt=0, le=MAX_WORKERS)]
 
 
 class _Strict(BaseModel):

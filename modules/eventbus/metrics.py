@@ -41,6 +41,12 @@ def _duration(value: object) -> float:
     return parse_duration(value)
 
 
+def _whole_number(value: object) -> object:
+    from .config import whole_number
+
+    return whole_number(value)
+
+
 def split_address(address: str) -> tuple[str, int]:
     """``("host", port)`` from ``"host:port"`` (``"[::1]:8125"`` for IPv6)."""
     host, _, port = address.strip().rpartition(":")
@@ -57,7 +63,8 @@ class _Strict(BaseModel):
 class PrometheusServerConfig(_Strict):
     """``metrics.prometheus``: serve ``/metrics`` from prometheus_client's HTTP server."""
 
-    port: Annotated[int, Field(ge=0, le=65535)] = 9464  # 0: any free port
+    # 0: any free port
+    port: Annotated[int, BeforeValidator(_whole_number), Field(ge=0, le=65535)] = 9464
     host: Annotated[str, Field(min_length=1)] = "127.0.0.1"
     namespace: Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")] = "modular_eventbus"
     # With them, /metrics also shows the process_*, python_* and gc_* families.
@@ -73,7 +80,7 @@ class DatadogExporterConfig(_Strict):
     flush_interval: Annotated[float, BeforeValidator(_duration), Field(gt=0)] = 5.0
     # Lines are packed into UDP packets of at most this many bytes (1432 fits an
     # Ethernet MTU; raise it on loopback or jumbo-frame networks).
-    max_packet_size: Annotated[int, Field(ge=64, le=65507)] = 1432
+    max_packet_size: Annotated[int, BeforeValidator(_whole_number), Field(ge=64, le=65507)] = 1432
     include_per_engine: bool = True
     include_runtime: bool = True
     tags: tuple[str, ...] = ()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+
 from modular import tenant_context
 from modules.eventbus import DeliveryStats, EventBusModule
 from tests.helpers import DEADLINE, Recorder, wait_for
@@ -73,7 +77,9 @@ async def test_all_tenants_subscription_sees_every_tenant(bus: EventBusModule) -
     assert sorted(e.tenant or "" for e in everyone.events) == ["", "acme", "globex"]
 
 
-async def test_stats_count_deliveries_and_failures(bus: EventBusModule) -> None:
+async def test_stats_count_deliveries_and_failures(
+    bus: EventBusModule, caplog: pytest.LogCaptureFixture
+) -> None:
     received = Recorder()
 
     def failing(event: object) -> None:
@@ -94,11 +100,16 @@ async def test_stats_count_deliveries_and_failures(bus: EventBusModule) -> None:
     # Failures leave the subscription running.
     await bus.publish("counted", {"i": "after"})
     await received.wait_payload({"i": "after"})
+    await wait_for(lambda: bus.per_engine_stats()[ENGINE].failed == 6)
+    failures = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(failures) == 6
+    assert all("failed on topic counted" in m for m in failures)
+    assert all("RuntimeError: handler failure on purpose" in m for m in failures)
 
 
 @requires("cross_process")
 async def test_undecodable_message_is_counted_and_not_fatal(
-    bus: EventBusModule, env: ContractEnv
+    bus: EventBusModule, env: ContractEnv, caplog: pytest.LogCaptureFixture
 ) -> None:
     received = Recorder()
     await bus.subscribe("inbound", received)
@@ -116,6 +127,9 @@ async def test_undecodable_message_is_counted_and_not_fatal(
     stats = bus.per_engine_stats()[ENGINE]
     assert received.payloads == [{"ok": True}]
     assert (stats.delivered, stats.dropped) == (1, 0)  # decode errors are not drops
+    # logged once per burst: the first of the two is reported
+    (logged,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "skipped a message it cannot decode" in logged
 
 
 async def test_restart_after_stop(bus: EventBusModule, env: ContractEnv) -> None:

@@ -126,7 +126,7 @@ PLACED = {"contradicts-type", "contradicts-tenant"}
     [pytest.param(k, marks=pytest.mark.wire_names_place) if k in PLACED else k for k in GARBAGE],
 )
 async def test_a_malformed_message_is_counted_and_delivery_goes_on(
-    bus: EventBusModule, env: ContractEnv, kind: str
+    bus: EventBusModule, env: ContractEnv, kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     received = Recorder()
     await bus.subscribe(TOPIC, received)
@@ -143,6 +143,8 @@ async def test_a_malformed_message_is_counted_and_delivery_goes_on(
     stats = bus.per_engine_stats()[ENGINE]
     assert received.payloads == [{"ok": True}]
     assert (stats.delivered, stats.dropped, stats.reconnects) == (1, 0, 0)
+    (logged,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "skipped a message it cannot decode" in logged
 
 
 @requires("cross_process")

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Annotated, ClassVar
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from modular import FieldError
 
-from ..config import MAX_QUEUE_SIZE, EngineConfig
+from ..config import MAX_QUEUE_SIZE, EngineConfig, whole_number
 from ..delivery import DeliveryMode, DeliveryPolicy
 from ..event import Event
 from .base import Capabilities, FanoutEngine
@@ -34,7 +34,9 @@ class DurableMemoryConfig(EngineConfig):
     """``durable-memory``: ``block`` delivery, and a per-subscription queue depth."""
 
     delivery_mode: DeliveryMode = DeliveryMode.BLOCK
-    max_durable_queue_depth: Annotated[int, Field(ge=0, le=MAX_QUEUE_SIZE)] = 0
+    max_durable_queue_depth: Annotated[
+        int, BeforeValidator(whole_number), Field(ge=0, le=MAX_QUEUE_SIZE)
+    ] = 0
 
     @model_validator(mode="after")
     def _never_drops(self) -> DurableMemoryConfig:

@@ -88,7 +88,13 @@ async def test_pubsub_reconnects_and_resubscribes(
     assert any("reconnected" in r.getMessage() for r in caplog.records)
 
 
-async def test_streams_lose_nothing_acknowledged_and_handle_nothing_twice(tmp_path: Path) -> None:
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_streams_lose_nothing_acknowledged_and_handle_nothing_twice(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     async with throwaway_server(tmp_path, persistent=True) as server:
         gate = asyncio.Event()
         handled: list[Event] = []
@@ -129,6 +135,7 @@ async def test_streams_lose_nothing_acknowledged_and_handle_nothing_twice(tmp_pa
                     await client.aclose()
 
             await wait_until(all_acknowledged, what="entries left pending")
+        assert any(f"lost its connection to {server.url}" in m for m in warnings_of(caplog))
 
 
 async def test_down_at_start_the_engine_is_down_and_says_why(
@@ -164,7 +171,9 @@ async def test_require_at_start_fails_app_start() -> None:
 
 
 @pytest.mark.parametrize("mode", ["pubsub", "streams"])
-async def test_an_engine_down_at_start_works_once_redis_is_up(tmp_path: Path, mode: str) -> None:
+async def test_an_engine_down_at_start_works_once_redis_is_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, mode: str
+) -> None:
     """Subscriptions made before start are live once the server that was down at start is
     up; publishes and subscribes then work."""
     server = RedisServer(tmp_path, persistent=False)
@@ -189,10 +198,12 @@ async def test_an_engine_down_at_start_works_once_redis_is_up(tmp_path: Path, mo
     finally:
         await engine.stop(1.0)
         server.kill()
+    (warning,) = warnings_of(caplog)
+    assert f"redis engine r cannot reach {server.url} at start" in warning
 
 
 async def test_a_subscribe_during_an_outage_returns_once_redis_confirmed_it(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with (
         throwaway_server(tmp_path, persistent=False) as server,
@@ -214,6 +225,7 @@ async def test_a_subscribe_during_an_outage_returns_once_redis_confirmed_it(
             await client.aclose()
         assert receivers == 1
         await got.wait_count(1)
+        assert any(f"lost its connection to {server.url}" in m for m in warnings_of(caplog))
 
 
 def encode_event(topic: str) -> bytes:

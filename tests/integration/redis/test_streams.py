@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import socket
 import uuid
@@ -198,7 +199,7 @@ async def test_tenants_are_isolated_in_their_own_streams(
 
 
 async def test_undecodable_entries_are_counted_acknowledged_and_skipped(
-    prefix: str, redis_client: aioredis.Redis
+    prefix: str, redis_client: aioredis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
     good = {"specversion": "1.0", "id": "x1", "source": "s", "type": "job.a"}
     async with running_bus(streams(prefix)) as bus:
@@ -227,6 +228,9 @@ async def test_undecodable_entries_are_counted_acknowledged_and_skipped(
             return await pending(redis_client, key, engine.group) == 0
 
         await wait_until(acknowledged)
+    # logged once per burst: the first entry, naming its stream
+    (logged,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert f"skipped a message it cannot decode at stream {key}" in logged
 
 
 async def test_streams_are_trimmed_to_about_max_len(
@@ -326,7 +330,7 @@ def test_group_name_defaults_are_unique_per_engine() -> None:
 
 
 async def test_a_new_reader_connection_hands_out_nothing_still_being_handled(
-    prefix: str, redis_client: aioredis.Redis
+    prefix: str, redis_client: aioredis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The reader's connection dies while entries are in handlers: its successor reads this
     consumer's pending entries again (replies lost with the connection), and must skip those."""
@@ -363,6 +367,8 @@ async def test_a_new_reader_connection_hands_out_nothing_still_being_handled(
             return await pending(redis_client, key, engine.group) == 0
 
         await wait_until(acknowledged)
+    (logged,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "redis engine r lost its connection" in logged and "reconnecting" in logged
 
 
 async def test_stop_always_returns_promptly(prefix: str) -> None:

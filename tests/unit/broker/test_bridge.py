@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 
@@ -47,7 +48,9 @@ async def test_an_exception_of_the_client_reaches_the_caller() -> None:
         await bridge.close(1.0)
 
 
-async def test_close_never_hangs_on_a_stuck_call_and_fails_the_calls_waiting() -> None:
+async def test_close_never_hangs_on_a_stuck_call_and_fails_the_calls_waiting(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     bridge = ThreadBridge("client-c")
     bridge.start()
     release = threading.Event()
@@ -64,6 +67,8 @@ async def test_close_never_hangs_on_a_stuck_call_and_fails_the_calls_waiting() -
     with pytest.raises(EngineUnavailableError, match="not running"):
         await bridge.call(lambda: None)
     release.set()  # the abandoned thread ends on its own
+    (logged,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "client-c: the client's thread is still busy after 0.2s" in logged
 
 
 async def test_the_thread_can_run_something_on_the_loop_and_wait_for_it() -> None:

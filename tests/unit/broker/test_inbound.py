@@ -73,11 +73,18 @@ async def test_decode_errors_are_logged_once_per_burst(
     assert len(caplog.records) == 1
 
 
-async def test_a_place_outside_the_bus_is_a_decode_error(dispatcher: Dispatcher) -> None:
+async def test_a_place_outside_the_bus_is_a_decode_error(
+    dispatcher: Dispatcher, caplog: pytest.LogCaptureFixture
+) -> None:
     inbound = Inbound("test", "e", dispatcher)
     origin = Origin("channel elsewhere", error="'elsewhere' does not start with 'eventbus:'")
     assert inbound.decode(good(), origin) is None
     assert dispatcher.stats.decode_errors == 1
+    (logged,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert logged == (
+        "test engine e skipped a message it cannot decode at channel elsewhere: "
+        "'elsewhere' does not start with 'eventbus:'"
+    )
 
 
 async def test_the_place_supplies_the_tenant_of_an_envelope_that_has_none(

@@ -422,7 +422,9 @@ async def test_a_failing_handler_is_logged_counted_reported_and_kept(
     assert "ValueError" in data["error"] and "cannot handle" in data["error"]
 
 
-async def test_workers_survive_many_failures(make_bus: MakeBus) -> None:
+async def test_workers_survive_many_failures(
+    make_bus: MakeBus, caplog: pytest.LogCaptureFixture
+) -> None:
     bus = (await make_bus({"workerCount": 2})).bus
     handled: list[int] = []
 
@@ -438,6 +440,10 @@ async def test_workers_survive_many_failures(make_bus: MakeBus) -> None:
     assert bus.per_engine_stats()["default"].failed == 20
     await bus.publish("numbers", 100)
     await wait_for(lambda: 100 in handled)
+    failures = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(failures) == 20
+    assert all("failed on topic numbers" in r.getMessage() for r in failures)
+    assert all("RuntimeError: odd" in r.getMessage() for r in failures)
 
 
 @pytest.mark.parametrize("is_async", [False, True], ids=["ordered", "async"])
@@ -513,7 +519,9 @@ class UserCreated(BaseModel):
 
 
 @pytest.mark.parametrize("is_async", [False, True], ids=["ordered", "async"])
-async def test_payload_type_validates_before_the_handler(make_bus: MakeBus, is_async: bool) -> None:
+async def test_payload_type_validates_before_the_handler(
+    make_bus: MakeBus, caplog: pytest.LogCaptureFixture, is_async: bool
+) -> None:
     harness = await make_bus(observe=True)
     bus = harness.bus
     received: list[Event] = []
@@ -534,6 +542,9 @@ async def test_payload_type_validates_before_the_handler(make_bus: MakeBus, is_a
     failure = harness.observed("message.failed")[0].data
     assert failure["subscription_id"] == sub.id
     assert "ValidationError" in failure["error"]
+    (logged,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert f"subscription {sub.id} failed on topic user.created" in logged
+    assert "ValidationError" in logged
 
 
 async def test_other_subscriptions_get_the_raw_payload(make_bus: MakeBus) -> None:
@@ -617,7 +628,7 @@ async def test_a_plain_function_returning_a_coroutine_keeps_order(make_bus: Make
 
 @pytest.mark.parametrize("is_async", [False, True], ids=["ordered", "pool"])
 async def test_a_handler_raising_cancelled_error_is_a_failure_not_a_dead_subscription(
-    make_bus: MakeBus, is_async: bool
+    make_bus: MakeBus, caplog: pytest.LogCaptureFixture, is_async: bool
 ) -> None:
     harness = await make_bus({"workerCount": 1})
     bus = harness.bus
@@ -636,3 +647,5 @@ async def test_a_handler_raising_cancelled_error_is_a_failure_not_a_dead_subscri
     await wait_for(lambda: seen == [1, 2])
     stats = bus.per_engine_stats()["default"]
     assert (stats.delivered, stats.dropped, stats.failed) == (3, 0, 1)
+    (logged,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "failed on topic job" in logged and "CancelledError" in logged

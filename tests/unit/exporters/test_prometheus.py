@@ -137,7 +137,9 @@ async def test_bad_metrics_config_fails_init_naming_the_key(
         await app.init()
 
 
-async def test_publish_to_handler_latency_histogram_per_engine(traffic: Traffic) -> None:
+async def test_publish_to_handler_latency_histogram_per_engine(
+    traffic: Traffic, caplog: pytest.LogCaptureFixture
+) -> None:
     async with running_bus(bus_config()) as bus:
         await traffic.subscribe(bus)
         await traffic.send(bus, "user.before")  # not recorded: no collector yet
@@ -169,3 +171,5 @@ async def test_publish_to_handler_latency_histogram_per_engine(traffic: Traffic)
                 if name.endswith("_sum") and labels["engine"] == engine
             ]
             assert 0 <= total < 5  # seconds, from publish to the handler
+    (failure,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "failed on topic order.bad" in failure and "RuntimeError: boom" in failure

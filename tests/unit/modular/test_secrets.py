@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from modular import is_secret_key, mask_secrets, mask_url
+from modular.secrets import url_passwords
 
 
 @pytest.mark.parametrize(
@@ -152,3 +153,71 @@ def test_long_texts_are_masked_whole() -> None:
     assert mask_secrets("redis://u:" + "@x" * 50_000 + "@h") == "redis://u:***@h"
     assert mask_secrets("'a': 'b', " * 10_000) == "'a': 'b', " * 10_000
     assert mask_secrets("password=x " * 10_000) == "password=*** " * 10_000
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        # characters that end the authority for urllib, so that a parser splits the password
+        ("redis://alice:ab/cdZZ@127.0.0.1:6379/0", "redis://alice:***@127.0.0.1:6379/0"),
+        ("redis://alice:a/b/c@host", "redis://alice:***@host"),
+        ("redis://alice:ab?cd@host:6379", "redis://alice:***@host:6379"),
+        ("redis://alice:ab#cd@host", "redis://alice:***@host"),
+        ("redis://alice:a'b@host", "redis://alice:***@host"),
+        ('redis://alice:a"b@host', "redis://alice:***@host"),
+        ("redis://alice:two words@host", "redis://alice:***@host"),
+        ("redis://alice:a b/c'd\"e#f?g@h@host:1/2", "redis://alice:***@host:1/2"),
+        ("unix://alice:a/b@/run/redis.sock", "unix://alice:***@/run/redis.sock"),
+    ],
+)
+def test_a_password_is_masked_up_to_the_last_at_sign(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        (
+            "invalid url 'redis://alice:ab/cdZZ@127.0.0.1:6379': Port could not be cast",
+            "invalid url 'redis://alice:***@127.0.0.1:6379': Port could not be cast",
+        ),
+        (
+            '[input_value="redis://alice:it\'s secret@h:1", input_type=str]',
+            '[input_value="redis://alice:***@h:1", input_type=str]',
+        ),
+        (
+            "tried redis://a:p/1@h1 then redis://b:p 2@h2\nand amqp://c:p#3@h3/v",
+            "tried redis://a:***@h1 then redis://b:***@h2\nand amqp://c:***@h3/v",
+        ),
+    ],
+)
+def test_such_passwords_are_masked_inside_messages(text: str, masked: str) -> None:
+    assert mask_secrets(text) == masked
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "http://host:80/@scope",
+        "https://registry.example:443/@scope/pkg@1.2",
+        "http://host:8080/files/a@b and c@d",
+        "http://host:80 mailed to ops@example.com",
+        "http://host:80?next=@home",
+        "see http://host/a:b@c",
+    ],
+)
+def test_ports_and_paths_before_an_at_sign_are_not_passwords(text: str) -> None:
+    assert mask_secrets(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "passwords"),
+    [
+        ("redis://alice:ab/cd@host:1/0", ["ab/cd"]),
+        ("redis://a:p 1@h1 and amqp://b:p#2@h2", ["p 1", "p#2"]),
+        ("http://host:80/@scope", []),
+        ("redis://alice@host", []),
+    ],
+)
+def test_url_passwords_are_found_as_masking_reads_them(text: str, passwords: list[str]) -> None:
+    assert url_passwords(text) == passwords

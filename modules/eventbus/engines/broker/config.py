@@ -9,18 +9,31 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Annotated
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import BeforeValidator, Field, SecretStr, model_validator
 
 from modular import FieldError, is_secret_key, mask_secrets
+from modular.secrets import url_passwords
 
-from ...config import EngineConfig, PositiveInt, parse_duration
+from ...config import EngineConfig, parse_duration, whole_number
 from ...delivery import DeliveryMode, DeliveryPolicy
 
-PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
-
 MIB = 1024 * 1024
+
+# Upper bounds, so that a typo of a few zeros fails at init() instead of being sent to a
+# broker that refuses it at every publish or read (or keeps a reconnect loop going).
+MAX_DURATION = 7 * 86400  # seconds: every duration of a broker engine (timeouts, delays)
+MAX_MESSAGE_SIZE = 512 * MIB  # Redis' largest bulk string (proto-max-bulk-len), by default
+MAX_BATCH_SIZE = 100_000
+
+PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0, le=MAX_DURATION)]
+
+
+# Sizes and counts: whole numbers (a bool is refused; a numeric string, as an environment
+# variable gives, is read as its number).
+MessageSize = Annotated[int, BeforeValidator(whole_number), Field(gt=0, le=MAX_MESSAGE_SIZE)]
+BatchSize = Annotated[int, BeforeValidator(whole_number), Field(gt=0, le=MAX_BATCH_SIZE)]
 
 MASK = "***"
 
@@ -33,9 +46,13 @@ class BrokerEngineConfig(EngineConfig):
       (and so ``app.start()``) instead of starting ``down`` and reconnecting.
     - ``publishTimeout`` (5s): how long a publish or a subscribe waits while the broker is
       unreachable before it raises ``EngineUnavailableError``.
-    - ``maxMessageSize`` (1 MiB): the largest encoded envelope a publish may send.
-    - ``batchSize`` (500): publishes sent to the broker in one batch.
+    - ``maxMessageSize`` (1 MiB, at most 512 MiB): the largest encoded envelope a publish
+      may send.
+    - ``batchSize`` (500, at most 100,000): publishes sent to the broker in one batch.
     - ``reconnectMinDelay`` / ``reconnectMaxDelay`` (50ms / 2s): the reconnection backoff.
+
+    Every duration is finite, above 0 and at most 7 days; a size or count is a whole number
+    (``true`` is refused), as a number or a numeric string.
 
     An engine whose reading is durable (acknowledged after handling) returns True from
     :meth:`durable_reading`; its delivery mode then defaults to ``block`` unless the user set
@@ -45,8 +62,8 @@ class BrokerEngineConfig(EngineConfig):
     connect_timeout: PositiveDuration = 10.0
     require_at_start: bool = False
     publish_timeout: PositiveDuration = 5.0
-    max_message_size: PositiveInt = MIB
-    batch_size: PositiveInt = 500
+    max_message_size: MessageSize = MIB
+    batch_size: BatchSize = 500
     reconnect_min_delay: PositiveDuration = 0.05
     reconnect_max_delay: PositiveDuration = 2.0
 
@@ -90,14 +107,16 @@ class BrokerEngineConfig(EngineConfig):
 
 
 def url_secrets(url: str) -> list[str]:
-    """The secret parts of ``url``: the password of its userinfo, secret query values."""
+    """The secret parts of ``url``: the password of its userinfo (as written and decoded, as
+    a client sends it), secret query values."""
+    found: list[str] = []
+    for password in url_passwords(url):
+        found += {password, unquote(password)}
     try:
-        parts = urlsplit(url)
-        password = parts.password
+        query = urlsplit(url).query
     except ValueError:
-        return []
-    found = [password] if password else []
-    found.extend(v for k, v in parse_qsl(parts.query) if v and is_secret_key(k))
+        return found
+    found.extend(v for k, v in parse_qsl(query) if v and is_secret_key(k))
     return found
 
 

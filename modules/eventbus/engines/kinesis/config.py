@@ -7,10 +7,11 @@ from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 
 from modular import FieldError, mask_url
 
+from ...config import whole_number
 from ..broker import MIB, BrokerEngineConfig, PositiveDuration
 
 # Kinesis' own rules for stream names and region names.
@@ -51,7 +52,7 @@ class KinesisEngineConfig(BrokerEngineConfig):
 
     region: str = "us-east-1"
     stream_name: str = "eventbus"
-    shard_count: Annotated[int, Field(gt=0, le=10_000)] = 1
+    shard_count: Annotated[int, BeforeValidator(whole_number), Field(gt=0, le=10_000)] = 1
     endpoint_url: str | None = None
     access_key_id: SecretStr | None = None
     secret_access_key: SecretStr | None = None
@@ -61,7 +62,9 @@ class KinesisEngineConfig(BrokerEngineConfig):
     request_timeout: PositiveDuration = 10.0  # one HTTP request to Kinesis
     poll_interval: PositiveDuration = 1.0  # pause of a reader after an empty GetRecords
     iterator_type: Literal["LATEST", "TRIM_HORIZON"] = "LATEST"
-    max_records_per_get: Annotated[int, Field(gt=0, le=MAX_RECORDS_PER_GET)] = 1000
+    max_records_per_get: Annotated[
+        int, BeforeValidator(whole_number), Field(gt=0, le=MAX_RECORDS_PER_GET)
+    ] = 1000
     shard_discovery_interval: PositiveDuration = 10.0
     app_name: str = "eventbus"
     checkpoint_store: Literal["memory", "redis"] | None = None
