@@ -278,7 +278,7 @@ class EventBusModule(Module):
             route = await self._route(topic, tenant)
         engine, history = route
         frozen = describe(metadata) if metadata else EMPTY_METADATA  # no call without metadata
-        if tracing.AVAILABLE and tracing.active():
+        if tracing.ACTIVE or (tracing.AVAILABLE and tracing.active()):
             event = await self._publish_traced(
                 engine, topic, payload, frozen, tenant, partition_key
             )

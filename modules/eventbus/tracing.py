@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import time
 from collections.abc import Awaitable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -47,23 +46,24 @@ if AVAILABLE:
     _tracer = trace.get_tracer("modules.eventbus")
 
 
-_CHECK_EVERY = 1.0  # seconds: asking OpenTelemetry for its provider costs ~2 us
-_active = False
-_next_check = 0.0
+_CHECK_EVERY = 1000  # publishes between two look-ups: asking for the provider costs ~2 us
+ACTIVE = False
+_until_check = 0
 
 
 def active(*, recheck: bool = False) -> bool:
     """Whether spans are made: the package is there and a tracer provider was set (looked
-    up at most once a second until it is). A global tracer provider cannot be replaced once
-    set, so a True answer is kept."""
-    global _active, _next_check
-    if _active or not AVAILABLE:
-        return _active
-    now = time.monotonic()
-    if recheck or now >= _next_check:
-        _next_check = now + _CHECK_EVERY
-        _active = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
-    return _active
+    up once every ``_CHECK_EVERY`` calls until it is, and at every ``recheck``). A global
+    tracer provider cannot be replaced once set, so a True answer is kept. The publish path
+    reads ``ACTIVE`` first and calls this only while it is False."""
+    global ACTIVE, _until_check
+    if ACTIVE or not AVAILABLE:
+        return ACTIVE
+    _until_check -= 1
+    if recheck or _until_check <= 0:
+        _until_check = _CHECK_EVERY
+        ACTIVE = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    return ACTIVE
 
 
 class Publishing:
