@@ -38,7 +38,7 @@ stop_redis() {
 }
 
 case "${1:-start}" in
-  start) start_redis ;;
-  stop) stop_redis ;;
+  start) start_redis; bash scripts/kafka.sh start ;;
+  stop) stop_redis; bash scripts/kafka.sh stop ;;
   *) echo "usage: $0 start|stop" >&2; exit 2 ;;
 esac
