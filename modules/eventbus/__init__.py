@@ -7,7 +7,7 @@ bus = app.get_service("eventbus.provider")
 import logging
 
 from .config import EngineConfig, EngineSpec, EventBusConfig, RoutingRule
-from .delivery import DeliveryMode, DeliveryPolicy, DeliveryStats
+from .delivery import DeliveryMode, DeliveryPolicy, DeliveryStats, Outcome
 from .engines.base import Capabilities, Engine, FanoutEngine
 from .errors import (
     ConfigError,
@@ -44,6 +44,7 @@ __all__ = [
     "EventEncodeError",
     "FanoutEngine",
     "Handler",
+    "Outcome",
     "Router",
     "RoutingRule",
     "Subscription",

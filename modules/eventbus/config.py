@@ -11,6 +11,7 @@ becomes one engine named ``default`` of type ``engine`` that keeps every field.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any
@@ -42,6 +43,8 @@ def parse_duration(value: object) -> float:
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     else:
         raise ValueError(f"expected a duration such as '250ms', '30s' or '1h', got {value!r}")
+    if not math.isfinite(seconds):
+        raise ValueError(f"a duration must be a finite number of seconds, got {value!r}")
     if seconds < 0:
         raise ValueError(f"a duration cannot be negative, got {value!r}")
     return seconds
@@ -49,6 +52,13 @@ def parse_duration(value: object) -> float:
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 PositiveInt = Annotated[int, Field(gt=0)]
+
+# Upper bounds of sizes and counts: each queue slot and worker costs memory up front, and a
+# typo of a few zeros should fail at init(), not at the first publish.
+MAX_QUEUE_SIZE = 10_000_000
+MAX_WORKERS = 10_000
+QueueSize = Annotated[int, Field(gt=0, le=MAX_QUEUE_SIZE)]
+WorkerCount = Annotated[int, Field(gt=0, le=MAX_WORKERS)]
 
 
 class _Strict(BaseModel):
@@ -58,11 +68,11 @@ class _Strict(BaseModel):
 class EngineConfig(_Strict):
     """Settings every engine understands: delivery of its local fan-out and retention."""
 
-    max_event_queue_size: PositiveInt = 1000
-    default_event_buffer_size: PositiveInt = 10
-    worker_count: PositiveInt = 5
+    max_event_queue_size: QueueSize = 1000
+    default_event_buffer_size: QueueSize = 10
+    worker_count: WorkerCount = 5
     event_ttl: Duration = 3600.0
-    retention_days: Annotated[float, Field(gt=0)] = 7
+    retention_days: Annotated[float, Field(gt=0, le=36_500, allow_inf_nan=False)] = 7
     delivery_mode: DeliveryMode = DeliveryMode.DROP
     publish_block_timeout: Duration = 0.0
     rotate_subscriber_order: bool = True
@@ -128,6 +138,12 @@ class EventBusConfig(EngineConfig):
         from .registry import known_engine_types
         from .topics import validate_pattern
 
+        if "engines" in self.model_fields_set and not self.engines:
+            raise FieldError(
+                ("engines",),
+                "an empty engine list runs nothing: list at least one engine, or leave "
+                "'engines' out for the single engine of 'engine'",
+            )
         known = known_engine_types()
         seen: set[str] = set()
         for i, spec in enumerate(self.effective_engines()):
@@ -160,12 +176,15 @@ class EventBusConfig(EngineConfig):
         return [EngineSpec(name="default", type=self.engine, config={})]
 
     def engine_settings(self, spec: EngineSpec) -> dict[str, Any]:
-        """An engine's raw config: the top-level engine settings overlaid by its own map.
+        """An engine's raw config: the top-level engine settings the user set, overlaid by
+        its own map. Settings nobody set are left out, so that an engine type's own defaults
+        apply (``durable-memory`` and durable broker modes default to ``block``).
 
         Top-level fields are passed by field name; the engine map keeps the user's spelling,
         so the engine's own validation names keys as they were written.
         """
-        base = {name: getattr(self, name) for name in ENGINE_DEFAULT_FIELDS}
+        chosen = self.model_fields_set
+        base = {name: getattr(self, name) for name in ENGINE_DEFAULT_FIELDS if name in chosen}
         own = {normalize_key(k) for k in spec.config}
         merged = {k: v for k, v in base.items() if normalize_key(k) not in own}
         merged.update(spec.config)

@@ -18,8 +18,17 @@ the event handed over directly: the handler runs inside ``dispatch`` (order hold
 function cannot suspend, so it would block the loop just as long in its own task). The
 publisher still yields every ``YIELD_EVERY`` hand-overs.
 
-Handlers run inside the publisher's ``contextvars.Context`` (tenant, tracing ids). A handler
-that raises is logged, counted and reported; its subscription and the workers keep going.
+Handlers run inside the publisher's ``contextvars.Context`` (tracing ids, ...) with
+``current_tenant()`` set to the event's tenant. Whatever a handler raises (``BaseException``
+subclasses included, but for ``KeyboardInterrupt`` and ``SystemExit``) is a failure of that
+handler: logged, counted and reported; its subscription and the workers keep going.
+
+A handler that publishes to its own subscription (or, on the pool, to any async subscription)
+while the mailbox is full never waits on itself: in ``block``/``timeout`` mode that event is
+queued beyond the bound (logged once per subscription), so nothing is lost and order holds.
+
+Each broker message handed to ``dispatch`` may come with a settlement callback: it is called
+once every local delivery of the event settled, with the worst :class:`Outcome` of them.
 """
 
 from __future__ import annotations
@@ -36,13 +45,17 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
+from modular.tenants import current_tenant_var
+
 from .event import Event, Subscription
 from .topics import TopicIndex
 
 logger = logging.getLogger("modules.eventbus.delivery")
 
 
-YIELD_EVERY = 256  # direct hand-overs (handler calls) between two yields of a publisher
+YIELD_EVERY = 256  # deliveries started without waiting, between two yields of a publisher
+# What a handler may raise that is not its own failure: the process is being ended.
+_FATAL = (KeyboardInterrupt, SystemExit)
 
 
 class DeliveryMode(StrEnum):
@@ -117,21 +130,37 @@ class DeliveryHooks(Protocol):
     def failed(self, sub: Subscription, event: Event, error: BaseException) -> None: ...
 
 
+class Outcome(StrEnum):
+    """How the local deliveries of one event ended, worst first when compared."""
+
+    HANDLED = "handled"  # every handler returned (or there was nobody to deliver to)
+    FAILED = "failed"  # a handler raised
+    DROPPED = "dropped"  # a delivery was dropped by policy (full, timeout, unsubscribed)
+
+
+_RANK = {Outcome.HANDLED: 0, Outcome.FAILED: 1, Outcome.DROPPED: 2}
+
+SettlementCallback = Callable[[Outcome], None]
+
+
 class Settlement:
-    """Calls ``callback`` once every local delivery of one event has settled (handled, failed
-    or dropped by policy). Broker engines acknowledge a message with it; deliveries still
+    """Calls ``callback(outcome)`` once every local delivery of one event has settled, with
+    the worst outcome of them. Broker engines acknowledge a message with it; deliveries still
     queued at shutdown never settle, so their message is redelivered."""
 
-    __slots__ = ("callback", "remaining")
+    __slots__ = ("callback", "outcome", "remaining")
 
-    def __init__(self, remaining: int, callback: Callable[[], None]) -> None:
+    def __init__(self, remaining: int, callback: SettlementCallback) -> None:
         self.remaining = remaining
         self.callback = callback
+        self.outcome = Outcome.HANDLED
 
-    def settle(self) -> None:
+    def settle(self, outcome: Outcome) -> None:
+        if outcome is not Outcome.HANDLED and _RANK[outcome] > _RANK[self.outcome]:
+            self.outcome = outcome
         self.remaining -= 1
         if self.remaining == 0:
-            self.callback()
+            self.callback(self.outcome)
 
 
 # (subscription, event, publisher context, settlement or None, the handler's awaitable when
@@ -265,9 +294,19 @@ async def call_handler(
         if _being_cancelled():
             raise
         return exc
-    except Exception as exc:
+    except _FATAL:
+        raise
+    except BaseException as exc:  # a handler's failure, whatever it raised
         return exc
     return None
+
+
+def context_for(event: Event) -> contextvars.Context:
+    """The publisher's context, with ``current_tenant()`` set to the event's tenant."""
+    ctx = contextvars.copy_context()
+    if ctx.get(current_tenant_var) != event.tenant:
+        ctx.run(current_tenant_var.set, event.tenant)
+    return ctx
 
 
 def _being_cancelled() -> bool:
@@ -305,6 +344,10 @@ def _is_async_callable(handler: Callable[..., Any]) -> bool:
 class Dispatcher:
     """Subscriptions of one engine and the delivery of events to them."""
 
+    # Seconds ``close`` waits for cancelled consumers to end before it abandons them (a
+    # handler may swallow its cancellation and run on).
+    CANCEL_GRACE = 0.25
+
     def __init__(
         self,
         engine: str,
@@ -322,12 +365,17 @@ class Dispatcher:
         self._pool = Mailbox(policy.queue_size)
         self._pooled: set[Subscription] = set()  # async subscriptions, served by the pool
         self._workers: list[asyncio.Task[None]] = []
+        # consumer task -> the mailbox it drains: a publish from inside a handler never
+        # waits on that mailbox (see _offer_full)
+        self._consumers: dict[asyncio.Task[Any], Mailbox] = {}
+        self._overflowed: set[Subscription] = set()  # logged once each
         self._turn = 0
         self._pending = 0  # queued or running deliveries
         self._idle: asyncio.Event | None = None
         # ordered subscriptions whose handler is a plain function (see _hand_over)
         self._direct: set[Subscription] = set()
-        self._handed_over = 0
+        self._unyielded = 0  # deliveries started since the publisher last yielded
+        self._generation = 0  # +1 at each close: consumers of an older one are abandoned
         # (topic, tenant) -> where an event goes: (subscription, its mailbox) pairs; cleared
         # on any change of subscriptions
         self._targets: dict[tuple[str, str | None], tuple[tuple[Subscription, Mailbox], ...]] = {}
@@ -343,8 +391,7 @@ class Dispatcher:
             self._mailboxes[sub] = mailbox
             if not _is_async_callable(sub.handler):
                 self._direct.add(sub)
-            task = asyncio.get_running_loop().create_task(self._consume(mailbox))
-            self._drainers[sub] = task
+            self._drainers[sub] = self._start_consumer(mailbox)
         self.subscriptions.add(sub.topic, sub)
         self._targets.clear()
 
@@ -355,6 +402,7 @@ class Dispatcher:
         self._targets.clear()
         self._pooled.discard(sub)  # what the pool still holds for it is dropped when taken
         self._direct.discard(sub)
+        self._overflowed.discard(sub)
         mailbox = self._mailboxes.pop(sub, None)
         self._drainers.pop(sub, None)
         if mailbox is not None:  # its drainer ends after the event it may be handling
@@ -371,10 +419,11 @@ class Dispatcher:
 
     # --- dispatch -----------------------------------------------------------------------
 
-    async def dispatch(self, event: Event, settlement: Callable[[], None] | None = None) -> None:
+    async def dispatch(self, event: Event, settlement: SettlementCallback | None = None) -> None:
         """Queue ``event`` for every matching subscription of its tenant.
 
-        ``settlement`` is called once all of them settled (immediately when there are none).
+        ``settlement(outcome)`` is called once all of them settled (at once, ``HANDLED``, when
+        there are none).
         """
         key = (event.topic, event.tenant)
         targets = self._targets.get(key)
@@ -383,29 +432,42 @@ class Dispatcher:
         count = len(targets)
         if count == 0:
             if settlement is not None:
-                settlement()
-            return
+                settlement(Outcome.HANDLED)
+            self._unyielded += 1
+        else:
+            await self._fan_out(event, targets, settlement)
+        if self._unyielded >= YIELD_EVERY:
+            # Deliveries that did not wait (hand-overs, room in a queue, nobody subscribed)
+            # never suspend the publisher: yield now and then, so that a tight publish loop
+            # cannot starve the rest of the event loop.
+            self._unyielded = 0
+            await asyncio.sleep(0)
+
+    async def _fan_out(
+        self,
+        event: Event,
+        targets: tuple[tuple[Subscription, Mailbox], ...],
+        settlement: SettlementCallback | None,
+    ) -> None:
+        count = len(targets)
         ctx = contextvars.copy_context()
+        if ctx.get(current_tenant_var) != event.tenant:  # context_for(), inlined
+            ctx.run(current_tenant_var.set, event.tenant)
         settle = Settlement(count, settlement) if settlement is not None else None
         start = 0
         if count > 1 and self.policy.rotate:
             start = self._turn % count
             self._turn += 1
+        self._unyielded += count
         for i in range(count):
             sub, mailbox = targets[(start + i) % count]
             if not mailbox.items and sub in self._direct and not mailbox.closed:
                 self._hand_over(sub, event, ctx, settle, mailbox)
-                self._handed_over += 1
                 continue
             item = (sub, event, ctx, settle, None)
             self._pending += 1
             if not mailbox.offer(item):
                 await self._offer_full(mailbox, item)
-        if self._handed_over >= YIELD_EVERY:
-            # Hand-overs never make the publisher wait as a full queue does: yield now and
-            # then, so that a tight publish loop cannot starve the rest of the event loop.
-            self._handed_over = 0
-            await asyncio.sleep(0)
 
     def _hand_over(
         self,
@@ -428,7 +490,9 @@ class Dispatcher:
                 raise
             self._settled(sub, event, settle, exc)
             return
-        except Exception as exc:
+        except _FATAL:
+            raise
+        except BaseException as exc:  # never into the publisher: a failure of the handler
             self._settled(sub, event, settle, exc)
             return
         if result is None:
@@ -459,6 +523,10 @@ class Dispatcher:
             await asyncio.sleep(0)  # consumers ready to run get the CPU before we decide
             if self._place(mailbox, item):
                 return
+        elif self._consumers.get(asyncio.current_task()) is mailbox:  # type: ignore[arg-type]
+            # A handler publishing into its own full mailbox would wait on itself for ever.
+            self._overflow(mailbox, item)
+            return
         elif mode is DeliveryMode.BLOCK:
             if await self._wait_for_room(mailbox, item):
                 return
@@ -470,6 +538,25 @@ class Dispatcher:
             except TimeoutError:
                 pass
         self._drop(item)
+
+    def _overflow(self, mailbox: Mailbox, item: _Item) -> None:
+        sub = item[0]
+        if mailbox.closed:
+            self._drop(item)
+            return
+        if sub not in self._overflowed:
+            self._overflowed.add(sub)
+            logger.warning(
+                "a handler of engine %s published into its own full mailbox (subscription "
+                "%s, topic %s); the event is queued beyond the bound of %d instead of waiting "
+                "on itself (logged once per subscription)",
+                self.engine,
+                sub.id,
+                item[1].topic,
+                mailbox.capacity,
+            )
+        mailbox.items.append(item)
+        _wake(mailbox.getters)
 
     async def _wait_for_room(self, mailbox: Mailbox, item: _Item) -> bool:
         while not self._place(mailbox, item):
@@ -490,11 +577,16 @@ class Dispatcher:
 
     # --- consumers ----------------------------------------------------------------------
 
+    def _start_consumer(self, mailbox: Mailbox) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(self._consume(mailbox))
+        self._consumers[task] = mailbox
+        task.add_done_callback(lambda done: self._consumers.pop(done, None))
+        return task
+
     def _ensure_workers(self) -> None:
         if not self._workers:
-            loop = asyncio.get_running_loop()
             self._workers = [
-                loop.create_task(self._consume(self._pool)) for _ in range(self.policy.worker_count)
+                self._start_consumer(self._pool) for _ in range(self.policy.worker_count)
             ]
 
     async def _consume(self, mailbox: Mailbox) -> None:
@@ -502,6 +594,7 @@ class Dispatcher:
         subscription; ``worker_count`` tasks share the async pool)."""
         items = mailbox.items
         stats = self.stats
+        generation = self._generation
         while True:
             if not items:
                 if mailbox.closed:
@@ -530,8 +623,12 @@ class Dispatcher:
                     stats.dropped += 1
                     self._done()
                     raise
-            except Exception as exc:
+            except _FATAL:
+                raise
+            except BaseException as exc:  # a handler's failure, whatever it raised
                 error = exc
+            if generation != self._generation:
+                return  # abandoned by close(), which counted this event as dropped
             self._settled(sub, event, settle, error)
             self._pending -= 1  # as _done(), inlined: this loop is the consumers' hot path
             if self._pending == 0 and self._idle is not None:
@@ -549,16 +646,19 @@ class Dispatcher:
         if error is not None:
             self.stats.failed += 1
             report_failure(sub, event, error, self.engine, self.hooks)
-        elif self.hooks is not None:
+            if settle is not None:
+                settle.settle(Outcome.FAILED)
+            return
+        if self.hooks is not None:
             self.hooks.received(sub, event)
         if settle is not None:
-            settle.settle()
+            settle.settle(Outcome.HANDLED)
 
     def _drop(self, item: _Item) -> None:
         self.stats.dropped += 1
         settle = item[3]
         if settle is not None:
-            settle.settle()
+            settle.settle(Outcome.DROPPED)
         self._done()
 
     def _done(self) -> None:
@@ -589,7 +689,8 @@ class Dispatcher:
 
     async def close(self, timeout: float) -> None:
         """Drain up to ``timeout``, then cancel what is left (counted as dropped, never
-        settled) and forget every subscription."""
+        settled) and forget every subscription. Returns within ``timeout`` plus
+        ``CANCEL_GRACE``: a handler that does not end when cancelled is abandoned."""
         await self.drain(timeout)
         mailboxes = [*self._mailboxes.values(), self._pool]
         for mailbox in mailboxes:
@@ -599,9 +700,7 @@ class Dispatcher:
             self.stats.dropped += left
             self._pending -= left
         tasks = [*self._drainers.values(), *self._workers]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._cancel_all(tasks)
         self._mailboxes.clear()
         self._drainers.clear()
         self._workers = []
@@ -610,3 +709,31 @@ class Dispatcher:
         self._targets.clear()
         self._pooled.clear()
         self._direct.clear()
+        self._overflowed.clear()
+        self._pending = 0
+
+    async def _cancel_all(self, tasks: list[asyncio.Task[None]]) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.CANCEL_GRACE
+        running = [t for t in tasks if not t.done()]
+        while running and loop.time() < deadline:
+            for task in running:
+                task.cancel()  # again, each round: a handler may have swallowed the last one
+            await asyncio.wait(running, timeout=min(0.05, max(0.0, deadline - loop.time())))
+            running = [t for t in running if not t.done()]
+        for task in tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                logger.error("engine %s: a consumer failed: %r", self.engine, task.exception())
+        if running:
+            # Handlers that would not end: their events count as dropped, and whatever they
+            # finish later is not counted (see the generation check in _consume).
+            self._generation += 1
+            self.stats.dropped += len(running)
+            for task in running:
+                self._consumers.pop(task, None)
+            logger.error(
+                "engine %s: %d handler(s) did not end when cancelled at stop; abandoned "
+                "(their events are counted as dropped)",
+                self.engine,
+                len(running),
+            )

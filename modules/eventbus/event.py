@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import os
 from collections.abc import Awaitable, Callable, Mapping
@@ -98,6 +99,26 @@ def make_event(
 
 
 Handler = Callable[[Event], Awaitable[None] | None]
+
+
+def check_handler(topic: str, handler: object) -> None:
+    """TypeError unless ``handler`` can be called with one positional argument, the Event
+    (checked at subscribe, so that a wrong handler fails there rather than on every event)."""
+    if not callable(handler):
+        raise TypeError(f"handler for {topic!r} must be callable, got {handler!r}")
+    try:
+        signature = inspect.signature(handler)
+    except (TypeError, ValueError):  # no signature to read (some builtins): trust it
+        return
+    try:
+        signature.bind(None)
+    except TypeError:
+        name = getattr(handler, "__qualname__", type(handler).__qualname__)
+        raise TypeError(
+            f"handler {name}{signature} for {topic!r} must take exactly one argument, the "
+            "Event (e.g. `async def handler(event)`); a Go-style (ctx, event) handler does "
+            "not fit: context variables such as current_tenant() are set when it runs"
+        ) from None
 
 
 class Subscription:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import itertools
 import logging
 import time
@@ -17,10 +16,18 @@ from modular.observer import ObserverRegistry
 from modular.tenants import current_tenant_var
 
 from .config import EngineSpec, EventBusConfig
-from .delivery import DeliveryStats, call_handler, report_failure
-from .engines.base import Engine
+from .delivery import DeliveryStats, call_handler, context_for, report_failure
+from .engines.base import Engine, EngineHealth
 from .errors import EngineUnavailableError, EventBusNotStartedError
-from .event import EMPTY_METADATA, Event, Handler, Subscription, describe, make_event
+from .event import (
+    EMPTY_METADATA,
+    Event,
+    Handler,
+    Subscription,
+    check_handler,
+    describe,
+    make_event,
+)
 from .history import History
 from .registry import create_engine
 from .router import Router
@@ -38,6 +45,9 @@ MESSAGE_PUBLISHED = EVENT_PREFIX + "message.published"
 MESSAGE_RECEIVED = EVENT_PREFIX + "message.received"
 
 _ROUTE_CACHE_LIMIT = 10_000
+# Seconds stop() may take beyond shutdownTimeout: engines drain for shutdownTimeout, then
+# get this long to cancel what is left and close before they are abandoned.
+STOP_GRACE = 0.5
 
 
 class EventBusModule(Module):
@@ -68,6 +78,7 @@ class EventBusModule(Module):
         self._observe_published = False
         self._observe_received = False
         self._start_lock = asyncio.Lock()
+        self._stopped_at = time.time()  # since when engines not started are "stopped"
 
     # --- module lifecycle ---------------------------------------------------------------
 
@@ -114,21 +125,32 @@ class EventBusModule(Module):
             return
         if self._router is None:
             raise EventBusNotStartedError("the event bus is not initialised: call app.init()")
-        for key in list(self._engines):
-            await self._start_engine(key)
+        try:
+            for key in list(self._engines):
+                await self._start_engine(key)
+        except BaseException:  # an engine with requireAtStart: the bus does not start
+            started = [self._engines[k] for k in self._started_engines]
+            await _stop_engines(started, self.config.shutdown_timeout)
+            self._started_engines.clear()
+            raise
         self._running = True
         self._emit("bus.started", engines=list(self._engines))
 
     async def _start_engine(self, key: str) -> None:
         if key in self._started_engines:
             return
+        engine = self._engines[key]
         try:
-            await self._engines[key].start()
+            await engine.start()
         except Exception as exc:
             # One engine failing must not take the others down: its topics fail loudly
-            # at publish/subscribe instead.
-            logger.error("engine %s failed to start: %s: %s", key, type(exc).__name__, exc)
+            # at publish/subscribe instead; unless it is configured with requireAtStart.
+            required = bool(getattr(engine.config, "require_at_start", False))
+            if not required:
+                logger.error("engine %s failed to start: %s: %s", key, type(exc).__name__, exc)
             self._emit("engine.failed", engine=key, error=f"{type(exc).__name__}: {exc}")
+            if required:
+                raise
             return
         self._started_engines.add(key)
 
@@ -137,15 +159,10 @@ class EventBusModule(Module):
         if not self._running and not self._started_engines and not self._subscriptions:
             return
         self._running = False
-        timeout = self.config.shutdown_timeout
         engines = list(self._engines.values())  # also never-started ones holding subscriptions
-        results = await asyncio.gather(
-            *(engine.stop(timeout) for engine in engines), return_exceptions=True
-        )
-        for engine, result in zip(engines, results, strict=True):
-            if isinstance(result, BaseException):
-                logger.error("engine %s failed to stop: %r", engine.name, result)
+        await _stop_engines(engines, self.config.shutdown_timeout)
         self._started_engines.clear()
+        self._stopped_at = time.time()
         self._routes.clear()
         for sub in self._subscriptions.values():
             sub.active = False
@@ -312,8 +329,7 @@ class EventBusModule(Module):
         tenant: str | None,
     ) -> Subscription:
         pattern = validate_pattern(topic)
-        if not callable(handler):
-            raise TypeError(f"handler for {topic!r} must be callable, got {handler!r}")
+        check_handler(pattern, handler)
         if tenant is not None:
             validate_tenant(tenant)
             all_tenants = False
@@ -400,7 +416,7 @@ class EventBusModule(Module):
                 return
             for event in pending:
                 delivered.add(event.id)
-                error = await call_handler(sub, event, contextvars.copy_context())
+                error = await call_handler(sub, event, context_for(event))
                 if error is not None:
                     report_failure(sub, event, error, sub.engine, _Hooks(self, sub.engine))
                 last = event.timestamp
@@ -457,6 +473,20 @@ class EventBusModule(Module):
     def engines(self) -> dict[str, Engine]:
         return dict(self._engines)
 
+    # --- health (broker kit) --------------------------------------------------------------
+
+    def health(self) -> dict[str, EngineHealth]:
+        """``{engine name: EngineHealth}``: ``up``, ``down`` (with the last connection error,
+        masked) or ``stopped`` (not started, or failed to start)."""
+        return {
+            key: engine.health()
+            if key in self._started_engines
+            else EngineHealth("stopped", None, self._stopped_at)
+            for key, engine in self._engines.items()
+        }
+
+    # --- end of health ----------------------------------------------------------------------
+
     def get_router(self) -> Router:
         return self._router_for(None)
 
@@ -500,6 +530,31 @@ class EventBusModule(Module):
     def _emit(self, kind: str, **data: Any) -> None:
         if self._app is not None:
             self._app.emit(EVENT_PREFIX + kind, SOURCE, data)
+
+
+async def _stop_engines(engines: list[Engine], timeout: float) -> None:
+    """Stop ``engines`` together, within ``timeout`` plus STOP_GRACE whatever they (or their
+    handlers) do: an engine whose stop does not end by then is cancelled, then abandoned."""
+    loop = asyncio.get_running_loop()
+    tasks = {loop.create_task(engine.stop(timeout)): engine for engine in engines}
+    if not tasks:
+        return
+    deadline = loop.time() + timeout + STOP_GRACE
+    _, running = await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time() - 0.1))
+    while running and loop.time() < deadline:
+        for task in running:
+            task.cancel()
+        _, running = await asyncio.wait(running, timeout=max(0.0, deadline - loop.time()))
+    for task, engine in tasks.items():
+        if task in running or task.cancelled():
+            logger.error(
+                "engine %s did not stop within shutdownTimeout (%ss); %s",
+                engine.name,
+                timeout,
+                "abandoned" if task in running else "cancelled",
+            )
+        elif task.exception() is not None:
+            logger.error("engine %s failed to stop: %r", engine.name, task.exception())
 
 
 class _Hooks:

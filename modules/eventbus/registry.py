@@ -19,6 +19,7 @@ EngineFactory = Callable[[Mapping[str, Any], str], "Engine"]
 # works without any broker client installed.
 _BUILTIN: dict[str, str] = {
     "memory": "modules.eventbus.engines.memory:MemoryEngine",
+    "durable-memory": "modules.eventbus.engines.memory:DurableMemoryEngine",
     "custom": "modules.eventbus.engines.custom:CustomEngine",
     "redis": "modules.eventbus.engines.redis:RedisEngine",
 }

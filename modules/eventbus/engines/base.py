@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from ..config import EngineConfig
 from ..delivery import DeliveryHooks, DeliveryStats, Dispatcher
@@ -20,6 +21,24 @@ class Capabilities:
     ordering: bool = True  # ordered delivery per subscription and topic
     durability: bool = False  # events survive a restart of this process
     cross_process: bool = False  # other processes' subscribers receive the events
+
+
+# --- health (bus.health()) -------------------------------------------------------------
+
+HealthState = Literal["up", "down", "stopped"]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineHealth:
+    """Whether an engine works: ``state``, the last connection ``error`` (secrets masked; None
+    when there was none) and ``since`` (epoch seconds: when it entered that state)."""
+
+    state: HealthState
+    error: str | None = None
+    since: float | None = None
+
+
+# --- end of health ----------------------------------------------------------------------
 
 
 class Engine(ABC):
@@ -40,6 +59,7 @@ class Engine(ABC):
         self.config = config
         self.hooks: DeliveryHooks | None = None
         self.source = "eventbus"  # the CloudEvents ``source`` of events put on a wire
+        self._created_at = time.time()
 
     def attach(self, hooks: DeliveryHooks | None, source: str) -> None:
         """Called by the bus before ``start``: where to report deliveries, and its source."""
@@ -70,6 +90,12 @@ class Engine(ABC):
 
     @abstractmethod
     def stats(self) -> DeliveryStats: ...
+
+    def health(self) -> EngineHealth:
+        """Whether the engine works. An in-process engine is ``up`` once created; a broker
+        engine (``engines.broker``) reports its connection. The bus reports ``stopped`` for
+        an engine that is not started, whatever this says."""
+        return EngineHealth("up", None, self._created_at)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import socket
 import subprocess
 from collections.abc import AsyncIterator, Callable
@@ -121,7 +122,9 @@ class RedisServer:
     def client(self) -> aioredis.Redis:
         return aioredis.Redis.from_url(self.url)
 
-    async def start(self) -> None:
+    async def start(self, *options: str) -> None:
+        """Start (again) on the same port; ``options`` are more redis-server arguments, e.g.
+        ``"--user", "default", "on", "nopass", "~*", "+@all", "-xgroup"``."""
         persistence = ["--appendonly", "yes", "--appendfsync", "always"]
         command = [
             self.binary,
@@ -134,6 +137,7 @@ class RedisServer:
             *(persistence if self.persistent else ["--appendonly", "no"]),
             "--dir",
             str(self.directory),
+            *options,
         ]
         self.process = subprocess.Popen(  # noqa: ASYNC220 - returns at once
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -163,6 +167,16 @@ class RedisServer:
             self.process.kill()
             self.process.wait(timeout=10)
 
+    def freeze(self) -> None:
+        """SIGSTOP: connections stay open and connects are accepted, but nothing answers."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT after ``freeze``."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+
 
 @asynccontextmanager
 async def throwaway_server(directory: Path, *, persistent: bool) -> AsyncIterator[RedisServer]:
@@ -171,6 +185,7 @@ async def throwaway_server(directory: Path, *, persistent: bool) -> AsyncIterato
     try:
         yield server
     finally:
+        server.thaw()
         server.kill()
 
 
@@ -179,3 +194,9 @@ def counted(events: list[Event], key: Callable[[Event], Any]) -> dict[Any, int]:
     for event in events:
         counts[key(event)] = counts.get(key(event), 0) + 1
     return counts
+
+
+async def pending_count(client: aioredis.Redis, key: str, group: str) -> int:
+    """How many entries of ``key`` the consumer group ``group`` holds unacknowledged."""
+    summary = await client.xpending(key, group)
+    return int(summary["pending"])

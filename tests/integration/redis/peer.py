@@ -1,10 +1,11 @@
 """A bus in a process of its own, driven through stdin/stdout by the cross-process tests.
 
-    python -m tests.integration.redis.peer '<engine config as JSON>' sub <topic>
+    python -m tests.integration.redis.peer '<engine config as JSON>' sub <topic> [<ms>]
     python -m tests.integration.redis.peer '<engine config as JSON>' pub <topic> <count>
 
 Both print ``READY`` once the bus is started (and, for ``sub``, subscribed). A subscriber
-prints ``GOT <event id> <payload as JSON>`` per event and stops at the line ``STOP`` on stdin;
+prints ``GOT <event id> <payload as JSON>`` per event (after ``ms`` milliseconds of work, if
+given) and stops at the line ``STOP`` on stdin;
 a publisher waits for ``GO``, publishes ``count`` events one after the other, prints
 ``SENT <event id>`` for each, then ``DONE``.
 """
@@ -31,7 +32,8 @@ async def read_line() -> str:
     return line.strip()
 
 
-async def main(config: str, role: str, topic: str, count: int = 0) -> None:
+async def main(config: str, role: str, topic: str, number: int = 0) -> None:
+    """``number``: the handler's milliseconds of work (``sub``), the events to send (``pub``)."""
     app = Application(bus_settings(json.loads(config)), envvar_prefix=None)
     app.register_module(EventBusModule())
     async with app:
@@ -41,14 +43,18 @@ async def main(config: str, role: str, topic: str, count: int = 0) -> None:
             def handler(event: Event) -> None:
                 say(f"GOT {event.id} {json.dumps(event.payload)}")
 
-            await bus.subscribe(topic, handler)
+            async def slow_handler(event: Event) -> None:
+                await asyncio.sleep(number / 1000)
+                handler(event)
+
+            await bus.subscribe(topic, slow_handler if number else handler)
             say("READY")
             while await read_line() not in ("STOP", ""):
                 pass
         else:
             say("READY")
             await read_line()  # GO
-            for i in range(count):
+            for i in range(number):
                 event = await bus.publish(topic, {"n": i})
                 say(f"SENT {event.id}")
             say("DONE")

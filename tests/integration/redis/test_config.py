@@ -174,8 +174,61 @@ def test_secrets_are_never_shown() -> None:
         external_broker_url="redis://x:legacy-secret@h:1",
     )
     engine = RedisEngine("r", config)
-    for text in (repr(config), str(config), repr(engine), engine.connections.where):
+    for text in (repr(config), str(config), repr(engine), engine.connection.address):
         assert "url-secret" not in text
         assert "field-secret" not in text
         assert "legacy-secret" not in text
     assert "redis://admin:***@h:6379/0" in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis://h:6379/abc", r"config\.url: the database in url 'redis://h:6379/abc' must be a"),
+        ("", r"config\.url: url must not be empty"),
+        ("   ", r"config\.url: url must not be empty"),
+    ],
+)
+async def test_a_bad_url_fails_init_clearly(url: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        await configured({"url": url})
+
+
+def test_secrets_in_the_query_string_are_masked() -> None:
+    config = RedisEngineConfig(url="redis://h:6379/0?password=query-secret&db=2")
+    engine = RedisEngine("r", config)
+    _, kwargs = engine.connection_settings()
+    assert kwargs["password"] == "query-secret"  # redis-py uses it
+    for text in (repr(config), str(config), repr(engine), engine.connection.address):
+        assert "query-secret" not in text
+    assert engine.connection.address == "redis://h:6379/0?password=***&db=2"
+    assert engine.mask("failed: AUTH query-secret") == "failed: AUTH ***"
+
+
+async def test_streams_default_to_block_unless_delivery_mode_is_set() -> None:
+    streams = await configured({"mode": "streams"})
+    assert streams.dispatcher.policy.mode == "block"
+    pubsub = await configured({"mode": "pubsub"})
+    assert pubsub.dispatcher.policy.mode == "drop"
+    explicit = await configured({"mode": "streams", "deliveryMode": "drop"})
+    assert explicit.dispatcher.policy.mode == "drop"
+    at_the_top = await configured(
+        {"mode": "streams"}, deliveryMode="timeout", publishBlockTimeout="1s"
+    )
+    assert at_the_top.dispatcher.policy.mode == "timeout"
+
+
+async def test_broker_settings_of_the_kit() -> None:
+    engine = await configured(
+        {"connectTimeout": "3s", "requireAtStart": True, "maxMessageSize": 4096, "batchSize": 7}
+    )
+    s = engine.settings
+    assert (s.connect_timeout, s.require_at_start, s.max_message_size, s.batch_size) == (
+        3.0,
+        True,
+        4096,
+        7,
+    )
+    defaults = (await configured({})).settings
+    assert (defaults.connect_timeout, defaults.require_at_start) == (10.0, False)
+    assert defaults.max_message_size == 1024 * 1024

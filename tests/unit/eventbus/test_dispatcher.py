@@ -9,7 +9,7 @@ from functools import partial
 import pytest
 
 from modules.eventbus import DeliveryMode, DeliveryPolicy, DeliveryStats, Event, Subscription
-from modules.eventbus.delivery import Dispatcher, Mailbox, Settlement
+from modules.eventbus.delivery import Dispatcher, Mailbox, Outcome, Settlement
 from tests.helpers import wait_for
 
 
@@ -82,20 +82,21 @@ async def test_settlement_runs_once_every_delivery_settled_drops_included() -> N
 
     dispatcher.add(Subscription("slow", "t", blocked, is_async=False))
     dispatcher.add(Subscription("fast", "t", fast.append, is_async=False))
-    settled: list[int] = []
+    settled: dict[int, Outcome] = {}
     try:
         for i in range(4):
-            await dispatcher.dispatch(event("t", i), partial(settled.append, i))
+            await dispatcher.dispatch(event("t", i), partial(settled.__setitem__, i))
         await wait_for(lambda: len(fast) == 4)
         # The slow subscription holds event 0 and queues event 1; 2 and 3 were dropped.
-        assert sorted(settled) == [2, 3]
+        assert settled == {2: Outcome.DROPPED, 3: Outcome.DROPPED}
         assert dispatcher.stats.dropped == 2
         gate.set()
-        await wait_for(lambda: sorted(settled) == [0, 1, 2, 3])
+        await wait_for(lambda: len(settled) == 4)
+        assert settled[0] is settled[1] is Outcome.HANDLED
         assert dispatcher.stats == DeliveryStats(delivered=6, dropped=2)
-        nobody: list[str] = []
-        await dispatcher.dispatch(event("unmatched"), lambda: nobody.append("settled"))
-        assert nobody == ["settled"]
+        nobody: list[Outcome] = []
+        await dispatcher.dispatch(event("unmatched"), nobody.append)
+        assert nobody == [Outcome.HANDLED]
     finally:
         gate.set()
         await dispatcher.close(1.0)
@@ -111,9 +112,9 @@ async def test_close_counts_what_is_left_and_never_settles_it() -> None:
         await never.wait()
 
     dispatcher.add(Subscription("s", "t", stuck, is_async=False))
-    settled: list[int] = []
+    settled: list[Outcome] = []
     for i in range(3):
-        await dispatcher.dispatch(event("t", i), partial(settled.append, i))
+        await dispatcher.dispatch(event("t", i), settled.append)
     await wait_for(lambda: started == [0])
     assert dispatcher.pending == 3
     assert not await dispatcher.drain(0.01)
@@ -197,11 +198,16 @@ def test_delivery_stats_add_compare_and_show() -> None:
         hash(total)
 
 
-def test_settlement_calls_back_exactly_once() -> None:
-    calls: list[str] = []
-    settlement = Settlement(3, lambda: calls.append("done"))
-    settlement.settle()
-    settlement.settle()
+def test_settlement_calls_back_exactly_once_with_the_worst_outcome() -> None:
+    calls: list[Outcome] = []
+    settlement = Settlement(3, calls.append)
+    settlement.settle(Outcome.FAILED)
+    settlement.settle(Outcome.HANDLED)
     assert calls == []
-    settlement.settle()
-    assert calls == ["done"]
+    settlement.settle(Outcome.HANDLED)
+    assert calls == [Outcome.FAILED]
+    worst: list[Outcome] = []
+    dropped = Settlement(3, worst.append)
+    for outcome in (Outcome.DROPPED, Outcome.FAILED, Outcome.HANDLED):
+        dropped.settle(outcome)
+    assert worst == [Outcome.DROPPED]

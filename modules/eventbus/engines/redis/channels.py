@@ -7,10 +7,10 @@ An untenanted event goes to ``<channelPrefix><topic>``, a tenanted one to
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
 
 from ...event import Subscription
 from ...topics import validate_tenant, validate_topic
+from ..broker import Origin
 
 ROUTE_CACHE_LIMIT = 10_000  # entries of a per-name cache before it starts over
 
@@ -24,20 +24,13 @@ def glob_escape(text: str) -> str:
     return text.translate(_GLOB_ESCAPES)
 
 
-class Route(NamedTuple):
-    """Where a channel or stream key leads: its tenant and topic, or why it leads nowhere."""
-
-    tenant: str | None
-    topic: str
-    error: str | None = None
-
-
 class Channels:
     """The names of one engine's channels, under its ``channelPrefix``."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, what: str = "channel") -> None:
         self.prefix = prefix
-        self._routes: dict[bytes, Route] = {}
+        self.what = what  # "channel" or "stream": how a name is shown in logs
+        self._routes: dict[bytes, Origin] = {}
 
     def channel(self, tenant: str | None, topic: str) -> str:
         """The channel (or stream key) of events of ``topic`` published by ``tenant``."""
@@ -62,8 +55,9 @@ class Channels:
             found.append((True, glob, _any_tenant(prefix, literal, is_pattern)))
         return found
 
-    def route(self, raw: bytes) -> Route:
-        """The tenant and topic of the channel (or stream key) ``raw``."""
+    def route(self, raw: bytes) -> Origin:
+        """The tenant and topic of the channel (or stream key) ``raw``: what a message found
+        there must be (or ``error``: why it is no place of the bus)."""
         route = self._routes.get(raw)
         if route is None:
             route = self._parse(raw)
@@ -72,21 +66,22 @@ class Channels:
             self._routes[raw] = route
         return route
 
-    def _parse(self, raw: bytes) -> Route:
+    def _parse(self, raw: bytes) -> Origin:
+        where = f"{self.what} {raw.decode(errors='replace')}"
         try:
             name = raw.decode()
         except UnicodeDecodeError:
-            return Route(None, "", f"name {raw!r} is not UTF-8")
+            return Origin(where, "", error=f"name {raw!r} is not UTF-8")
         if not name.startswith(self.prefix):
-            return Route(None, "", f"{name!r} does not start with {self.prefix!r}")
+            return Origin(where, "", error=f"{name!r} does not start with {self.prefix!r}")
         tenant, colon, topic = name[len(self.prefix) :].rpartition(":")
         try:
             validate_topic(topic)
             if colon:
                 validate_tenant(tenant)
         except ValueError as exc:
-            return Route(None, "", f"{name!r} is not a channel of the bus: {exc}")
-        return Route(tenant if colon else None, topic)
+            return Origin(where, "", error=f"{name!r} is not a {self.what} of the bus: {exc}")
+        return Origin(where, topic, tenant if colon else None)
 
 
 def _starts_with(literal: str) -> Callable[[str], bool]:

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from redis.asyncio.connection import parse_url
 
 from modular import FieldError
 
-from ...config import EngineConfig, PositiveInt, parse_duration
+from ...config import PositiveInt
+from ..broker import BrokerEngineConfig, PositiveDuration, mask_url
 
 DEFAULT_URL = "redis://127.0.0.1:6379"
-PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
 
 
 def _secret_text(value: object) -> str:
@@ -24,25 +24,20 @@ def _secret_text(value: object) -> str:
 
 
 def masked_url(url: str) -> str:
-    """``url`` without its password, for messages and reprs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:  # an IPv6 address
-        host = f"[{host}]"
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    """``url`` without its secrets (password, secret query parameters)."""
+    return mask_url(url)
 
 
-class RedisEngineConfig(EngineConfig):
-    """The ``config`` map of a ``type: redis`` engine (camelCase or snake_case keys).
+class RedisEngineConfig(BrokerEngineConfig):
+    """The ``config`` map of a ``type: redis`` engine (camelCase or snake_case keys), beside
+    the settings of every broker engine (:class:`BrokerEngineConfig`: ``connectTimeout``,
+    ``requireAtStart``, ``publishTimeout``, ``maxMessageSize``, ``batchSize``, reconnect
+    delays). The legacy ``externalBrokerURL``/``User``/``Password`` are used when
+    ``url``/``username``/``password`` are not given.
 
-    ``publishTimeout`` bounds every wait on Redis: a publish, a subscription's confirmation,
-    the first connection at start. The legacy ``externalBrokerURL``/``User``/``Password``
-    are used when ``url``/``username``/``password`` are not given.
+    ``mode: streams`` reads durably (entries are acknowledged after handling), so its
+    ``deliveryMode`` defaults to ``block``; an explicit ``drop`` or ``timeout`` can lose
+    events (a dropped entry is acknowledged).
     """
 
     url: str = DEFAULT_URL
@@ -55,13 +50,9 @@ class RedisEngineConfig(EngineConfig):
     group_name: str = ""
     max_len: Annotated[int, Field(ge=0)] = 100_000  # approximate trimming; 0 = never trim
     claim_idle: PositiveDuration = 60.0
-    publish_timeout: PositiveDuration = 5.0
-    batch_size: PositiveInt = 500  # publishes sent in one pipeline
     read_count: PositiveInt = 500  # stream entries asked for by one read
     scan_interval: PositiveDuration = 1.0
     health_check_interval: PositiveDuration = 15.0
-    reconnect_min_delay: PositiveDuration = 0.05
-    reconnect_max_delay: PositiveDuration = 2.0
     ssl_ca_certs: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
@@ -84,14 +75,22 @@ class RedisEngineConfig(EngineConfig):
 
     @field_validator("url")
     @classmethod
-    def _known_scheme(cls, url: str) -> str:
+    def _valid_url(cls, url: str) -> str:
+        # FieldError: the message is shown as written, never followed by the (secret) value.
         url = url.strip()
+        if not url:
+            raise FieldError((), "url must not be empty (e.g. redis://127.0.0.1:6379/0)")
         if "://" not in url:  # "host:port", as legacy externalBrokerURL values often are
             url = f"redis://{url}"
-        # FieldError: the message is shown as written, never followed by the (secret) value.
-        if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss", "unix"):
             raise FieldError(
                 (), f"url must start with redis://, rediss:// or unix://, got {masked_url(url)!r}"
+            )
+        path = parts.path.strip("/")
+        if parts.scheme != "unix" and path and not path.isdigit():
+            raise FieldError(
+                (), f"the database in url {masked_url(url)!r} must be a number, got {path!r}"
             )
         try:
             parse_url(url)
@@ -104,9 +103,10 @@ class RedisEngineConfig(EngineConfig):
         tls = (self.ssl_ca_certs, self.ssl_certfile, self.ssl_keyfile)
         if any(tls) and urlsplit(self.url).scheme != "rediss":
             raise FieldError(("url",), "sslCaCerts/sslCertfile/sslKeyfile need a rediss:// url")
-        if self.reconnect_max_delay < self.reconnect_min_delay:
-            raise FieldError(("reconnect_max_delay",), "must not be below reconnectMinDelay")
         return self
+
+    def durable_reading(self) -> bool:
+        return self.mode == "streams"
 
     def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():

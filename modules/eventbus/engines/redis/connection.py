@@ -1,8 +1,8 @@
 """How the engine reaches Redis: its own raw connections and the pooled control client.
 
 The engine's long-lived connections (the publisher, the receiver) are raw redis-py
-connections that it drives itself, with no redis-py retries: its loops decide when to try
-again, with the backoff kept here. Everything else (consumer groups, acknowledgements,
+connections that it drives itself, with no redis-py retries: the kit's loops decide when to
+try again, with its one backoff. Everything else (consumer groups, acknowledgements,
 discovery) goes through one pooled ``redis.asyncio.Redis``.
 """
 
@@ -10,32 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import math
 import re
-import time
 from collections.abc import Iterable
 from typing import Any, Protocol, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection, SSLConnection, parse_url
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ...errors import EngineUnavailableError
-from .config import RedisEngineConfig, masked_url
-
-logger = logging.getLogger(__package__)
+from .config import RedisEngineConfig
 
 # A failure of the link to Redis, as opposed to Redis refusing one command (ResponseError);
 # the builtin TimeoutError (of asyncio.timeout) is an OSError.
 LINK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 STREAM_BLOCK = 1.0  # seconds an XREADGROUP waits for entries before it is sent again
 _CLIENT_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._:/-]")  # CLIENT SETNAME takes no spaces
-_CANCEL_AGAIN_AFTER = 0.1  # seconds; see cancel()
 
 
 class Link(Protocol):
@@ -54,20 +47,13 @@ class Link(Protocol):
 
 
 class Connections:
-    """The engine's connections to one Redis, and whether that Redis is reachable: an outage
-    is logged once when it starts and once when it ends, whichever loop noticed it."""
+    """The engine's connections to one Redis."""
 
     def __init__(self, engine: str, settings: RedisEngineConfig) -> None:
         self.engine = engine
         self.settings = settings
         self.timeout = settings.publish_timeout
-        self.where = masked_url(settings.url)
-        self.backoff = ExponentialWithJitterBackoff(
-            cap=settings.reconnect_max_delay, base=settings.reconnect_min_delay
-        )
         self.control: Any = None  # redis.asyncio.Redis while started
-        self.down = False
-        self._down_since = 0.0
 
     def connection_settings(self) -> tuple[type[Any], dict[str, Any]]:
         """The redis-py connection class and keyword arguments every connection is made with."""
@@ -95,8 +81,8 @@ class Connections:
         """The CLIENT SETNAME of a connection, so that CLIENT LIST tells what each one does."""
         return _CLIENT_NAME_UNSAFE.sub("_", f"eventbus-{self.engine}-{role}")
 
-    async def start(self) -> None:
-        """Open the control client and check that Redis answers."""
+    def open_control(self) -> None:
+        """The pooled control client; it connects on first use."""
         connection_class, kwargs = self.connection_settings()
         pool = aioredis.ConnectionPool(
             connection_class=connection_class,
@@ -110,18 +96,14 @@ class Connections:
             },
         )
         self.control = aioredis.Redis(connection_pool=pool)
-        try:
-            async with asyncio.timeout(self.timeout):
-                await self.control.ping()
-        except (RedisError, *LINK_ERRORS) as exc:
-            await self.close()
-            raise self.unavailable("cannot reach Redis", exc) from exc
-        self.down = False
 
     async def close(self) -> None:
-        if self.control is not None:
-            await self.control.aclose(close_connection_pool=True)
-            self.control = None
+        control, self.control = self.control, None
+        if control is not None:
+            # The pool's connections may hang on a frozen server: drop them without goodbye.
+            pool = control.connection_pool
+            with contextlib.suppress(Exception):
+                await pool.disconnect(inuse_connections=True)
 
     async def open(self, role: str) -> Link:
         """A new connection of the engine's own, named after its ``role``."""
@@ -140,32 +122,6 @@ class Connections:
             raise
         return conn
 
-    def mark_down(self, error: BaseException) -> None:
-        if not self.down:
-            self.down = True
-            self._down_since = time.monotonic()
-            logger.warning(
-                "redis engine %s lost its connection to %s (%s: %s); reconnecting",
-                self.engine,
-                self.where,
-                type(error).__name__,
-                error,
-            )
-
-    def mark_up(self) -> None:
-        if self.down:
-            self.down = False
-            logger.info(
-                "redis engine %s reconnected to %s after %.1fs",
-                self.engine,
-                self.where,
-                time.monotonic() - self._down_since,
-            )
-
-    def unavailable(self, what: str, error: BaseException | None = None) -> EngineUnavailableError:
-        cause = f": {type(error).__name__}: {error}" if error is not None else ""
-        return EngineUnavailableError(f"redis engine {self.engine!r} ({self.where}) {what}{cause}")
-
 
 async def call(conn: Link, timeout: float, *args: Any) -> Any:
     """Send one command on ``conn`` and read its reply, within ``timeout`` seconds."""
@@ -179,20 +135,3 @@ async def close(conn: Link | None) -> None:
         # Closing a broken connection may fail; it is gone either way.
         with contextlib.suppress(Exception):
             await conn.disconnect(nowait=True)
-
-
-async def cancel(task: asyncio.Task[None] | None) -> None:
-    """Cancel ``task`` and wait for it; what it raised is taken (and logged if unexpected).
-
-    The cancellation is repeated until the task ends: on Python 3.11, ``asyncio.wait_for``
-    (which redis-py uses to write on a connection with a socket timeout, as the control
-    client's are) drops a cancellation that arrives together with the result it waited for,
-    and a loop that lost its cancellation would never end.
-    """
-    if task is None:
-        return
-    while not task.done():
-        task.cancel()
-        await asyncio.wait([task], timeout=_CANCEL_AGAIN_AFTER)
-    if not task.cancelled() and isinstance(task.exception(), Exception):
-        logger.error("redis engine task %s failed: %r", task.get_name(), task.exception())

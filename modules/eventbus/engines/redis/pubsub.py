@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from ...delivery import Dispatcher
-from ...errors import EventDecodeError
 from ...event import Subscription
-from .channels import ROUTE_CACHE_LIMIT, Channels
-from .connection import LINK_ERRORS, Connections, Link
+from ..broker import Session
+from .channels import ROUTE_CACHE_LIMIT
+from .connection import LINK_ERRORS, Link
 from .receiving import Receiver
+
+if TYPE_CHECKING:
+    from .engine import RedisEngine
 
 
 class _Wire:
@@ -44,10 +47,21 @@ class _PubSubLink:
     commands sent and confirmations received per name tells when a given one took effect.
     """
 
-    __slots__ = ("acked", "awaiting", "channels", "conn", "lock", "owners", "patterns", "sent")
+    __slots__ = (
+        "acked",
+        "awaiting",
+        "channels",
+        "conn",
+        "lock",
+        "owners",
+        "patterns",
+        "sent",
+        "session",
+    )
 
-    def __init__(self, conn: Link) -> None:
+    def __init__(self, conn: Link, session: Session) -> None:
         self.conn = conn
+        self.session = session
         # Subscriptions to be confirmed before the session counts as established; None after.
         self.awaiting: set[tuple[bool, bytes]] | None = set()
         self.lock = asyncio.Lock()
@@ -61,23 +75,19 @@ class _PubSubLink:
 class PubSubReceiver(Receiver):
     """The pub/sub connection and the Redis-side subscriptions on it."""
 
-    def __init__(
-        self, connections: Connections, channels: Channels, dispatcher: Dispatcher
-    ) -> None:
-        super().__init__(connections, channels, dispatcher)
+    def __init__(self, engine: RedisEngine) -> None:
+        super().__init__(engine)
         self._link: _PubSubLink | None = None
         self._wires: dict[tuple[bool, bytes], _Wire] = {}
         self._sub_wires: dict[Subscription, list[_Wire]] = {}
         self._matchers: dict[bytes, Callable[[str], bool]] = {}
 
-    async def start(self) -> None:
-        # Subscriptions made before start (or kept through a start that failed): the first
-        # session subscribes them all.
+    def start(self) -> None:
+        # Subscriptions made before start: the first session subscribes them all.
         self._wires.clear()
         self._sub_wires.clear()
         for sub in list(self.dispatcher.subscriptions.items()):
             self._register_wires(sub)
-        await super().start()
 
     async def close(self) -> None:
         self._link = None
@@ -90,11 +100,11 @@ class PubSubReceiver(Receiver):
         new = self._register_wires(sub)
         if self._link is not None and new:
             await self._request(self._link, new, subscribe=True)
-        waits = [w.confirmed for w in self._sub_wires[sub] if not w.confirmed.done()]
-        if waits and self.running:  # before start, start() subscribes
-            async with asyncio.timeout(self._timeout):
-                for confirmed in waits:
-                    await asyncio.shield(confirmed)
+        # (The engine bounds the wait; a session that breaks meanwhile is followed by one
+        # that subscribes everything again.)
+        for wire in self._sub_wires[sub]:
+            if not wire.confirmed.done():
+                await asyncio.shield(wire.confirmed)
 
     def _register_wires(self, sub: Subscription) -> list[_Wire]:
         """Count ``sub`` in the Redis-side subscriptions it needs; returns those it creates."""
@@ -148,13 +158,10 @@ class PubSubReceiver(Receiver):
                 except LINK_ERRORS:
                     return
 
-    def published(self, name: str) -> None:
-        pass  # the channels this connection receives do not depend on what it publishes
-
     # --- receiving --------------------------------------------------------------------
 
-    async def _session(self, conn: Link) -> None:
-        link = _PubSubLink(conn)
+    async def _session(self, conn: Link, session: Session) -> None:
+        link = _PubSubLink(conn, session)
         self._link = link
         try:
             wires = list(self._wires.values())
@@ -168,11 +175,14 @@ class PubSubReceiver(Receiver):
     def _check_ready(self, link: _PubSubLink) -> None:
         if link.awaiting is not None and not link.awaiting:
             link.awaiting = None
-            self._session_ready()
+            link.session.ready()
 
     async def _read(self, link: _PubSubLink) -> None:
         conn = link.conn
         interval = self.settings.health_check_interval
+        route_of = self.channels.route
+        receive = self.inbound.receive
+        wanted = self.inbound.wanted
         awaiting_pong = False
         while True:
             reply = await conn.read_response(timeout=interval)
@@ -187,12 +197,19 @@ class PubSubReceiver(Receiver):
                 continue  # PONG
             kind = reply[0]
             if kind == b"message":
-                await self._receive(reply[1], reply[2])
+                channel, data = reply[1], reply[2]
             elif kind == b"pmessage":
-                if self._owns(link, reply[1], reply[2]):
-                    await self._receive(reply[2], reply[3])
-            elif kind in (b"subscribe", b"psubscribe", b"unsubscribe", b"punsubscribe"):
-                self._confirmation(link, kind, reply[1])
+                if not self._owns(link, reply[1], reply[2]):
+                    continue
+                channel, data = reply[2], reply[3]
+            else:
+                if kind in (b"subscribe", b"psubscribe", b"unsubscribe", b"punsubscribe"):
+                    self._confirmation(link, kind, reply[1])
+                continue
+            route = route_of(channel)
+            # Not wanted: e.g. another tenant's event under a broad pattern.
+            if route.error is not None or wanted(route.topic or "", route.tenant):
+                await receive(data, route)
 
     def _confirmation(self, link: _PubSubLink, kind: bytes, raw: bytes) -> None:
         is_pattern = kind[0] == 0x70  # b"p"
@@ -234,20 +251,6 @@ class PubSubReceiver(Receiver):
                 link.owners.clear()
             link.owners[channel] = owner
         return owner is None or owner == pattern
-
-    async def _receive(self, channel: bytes, data: bytes) -> None:
-        route = self.channels.route(channel)
-        if route.error is not None:
-            self._decode_failed(channel, route.error)
-            return
-        if not self._wanted(route):  # e.g. another tenant's event under a broad pattern
-            return
-        try:
-            event = self._decode_at(route, data)
-        except EventDecodeError as exc:
-            self._decode_failed(channel, str(exc))
-            return
-        await self._hand_on(event, None)
 
 
 def _never(channel: str) -> bool:

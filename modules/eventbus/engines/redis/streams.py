@@ -16,19 +16,19 @@ import logging
 import os
 import socket
 from collections import Counter
-from collections.abc import Coroutine, Iterable
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError, ResponseError
 
-from ...delivery import Dispatcher
-from ...errors import EventDecodeError
 from ...event import Subscription
 from ...topics import matches
-from .acks import Acknowledgements
-from .channels import Channels
-from .connection import LINK_ERRORS, STREAM_BLOCK, Connections, Link, call, cancel
+from ..broker import MessageAcks, Session
+from .connection import LINK_ERRORS, STREAM_BLOCK, Link, call
 from .receiving import Receiver
+
+if TYPE_CHECKING:
+    from .engine import RedisEngine
 
 logger = logging.getLogger(__package__)
 
@@ -53,23 +53,16 @@ def consumer_name() -> str:
 class StreamsReceiver(Receiver):
     """The stream reader, the stream keys it reads in the engine's group, and their upkeep."""
 
-    def __init__(
-        self,
-        connections: Connections,
-        channels: Channels,
-        dispatcher: Dispatcher,
-        *,
-        group: str,
-        consumer: str,
-        durable: bool,
-    ) -> None:
-        super().__init__(connections, channels, dispatcher)
-        self.group = group
-        self.consumer = consumer
-        self.durable = durable  # a shared, named group: others may read what this one skips
+    def __init__(self, engine: RedisEngine, acks: MessageAcks[bytes, bytes]) -> None:
+        super().__init__(engine)
+        self.group = engine.group
+        self.consumer = engine.consumer
+        # A shared, named group: others may read what this one skips.
+        self.durable = engine.durable_group
         self.reader_id: int | None = None  # the reader's CLIENT ID, to unblock it
         self._reader_blocked = False
-        self._acks = Acknowledgements(connections, group)
+        self._acks = acks
+        self._followed: set[Subscription] = set()
         self._keys: dict[str, bytes] = {}  # the stream keys the reader reads
         self._keys_changed = asyncio.Event()
         self._joining: dict[str, asyncio.Future[None]] = {}
@@ -78,49 +71,52 @@ class StreamsReceiver(Receiver):
         self._unwanted: set[str] = set()
         self._pending_rereads: set[bytes] = set()  # keys whose own pending entries to re-read
         self._maintain_wakeup = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
 
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._tasks = {loop.create_task(self._acks.run()), loop.create_task(self._maintain())}
-        await super().start()
-        # Subscriptions made before start (or kept through a start that failed).
+    def start(self) -> None:
         self._since.clear()
-        for sub in list(self.dispatcher.subscriptions.items()):
-            await self._follow(sub)
+        self._followed.clear()
+        self.engine.spawn(self._maintain(), "streams-maintenance")
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            await cancel(task)
-        self._tasks.clear()
-        if self.connections.control is not None:
-            try:
-                await self._acks.flush()
-            except (RedisError, *LINK_ERRORS) as exc:
+        try:
+            if self.connections.control is not None:
+                await self._leave_groups()
+        finally:
+            self._keys.clear()
+            self._joining.clear()
+            self._group_keys.clear()
+            self._since.clear()
+            self._followed.clear()
+            self._unwanted.clear()
+            self._pending_rereads.clear()
+
+    async def acknowledge(self, batch: list[tuple[bytes, bytes]]) -> None:
+        """XACK the settled entries of ``batch``, in one pipeline."""
+        by_key: dict[bytes, list[bytes]] = {}
+        for key, entry_id in batch:
+            by_key.setdefault(key, []).append(entry_id)
+        async with asyncio.timeout(self._timeout):
+            pipe = self.connections.control.pipeline(transaction=False)
+            for key, ids in by_key.items():
+                pipe.xack(key, self.group, *ids)
+            results = await pipe.execute(raise_on_error=False)
+        for key, result in zip(by_key, results, strict=True):
+            if isinstance(result, Exception):  # e.g. the key or group was deleted
                 logger.warning(
-                    "redis engine %s could not acknowledge %d entries at stop (they will be "
-                    "delivered again): %s",
+                    "redis engine %s could not acknowledge entries of %s: %s",
                     self.name,
-                    self._acks.queued,
-                    exc,
+                    key.decode(errors="replace"),
+                    result,
                 )
-            await self._leave_groups()
-        self._keys.clear()
-        self._joining.clear()
-        self._group_keys.clear()
-        self._since.clear()
-        self._unwanted.clear()
-        self._acks.clear()
-        self._pending_rereads.clear()
 
     # --- subscriptions: the keys read -------------------------------------------------
 
     async def attach(self, sub: Subscription) -> None:
         self._unwanted.clear()
-        if self.running:  # before start, start() follows it
-            await self._follow(sub)
+        await self._follow(sub)
 
     async def detach(self, sub: Subscription) -> None:
+        self._followed.discard(sub)
         self._since.pop(sub, None)
         self._unwanted.clear()
         route = self.channels.route
@@ -138,11 +134,13 @@ class StreamsReceiver(Receiver):
         if not self._wanted(self.channels.route(key.encode())):
             self._unwanted.add(key)
             return
-        self._spawn(self._join_quietly(key))
+        self.engine.spawn(self._join_quietly(key), "streams-join")
 
     async def _follow(self, sub: Subscription) -> None:
         """Read the streams ``sub`` wants: its exact key from now on, the keys of its pattern
         from the moment it subscribed."""
+        if sub in self._followed:
+            return
         targets = self.channels.targets(sub)
         exact = [name for is_pattern, name, _ in targets if not is_pattern]
         globs = [name for is_pattern, name, _ in targets if is_pattern]
@@ -154,6 +152,7 @@ class StreamsReceiver(Receiver):
             await self._join(key, "$")
         if globs:
             await self._discover(globs)
+        self._followed.add(sub)
 
     async def _join(self, key: str, start: str) -> None:
         """Read ``key`` from now on, in the engine's group, from ``start`` if the group is new
@@ -187,7 +186,7 @@ class StreamsReceiver(Receiver):
         try:
             await self._join(key, self._start_for(key))
         except LINK_ERRORS as exc:
-            self.connections.mark_down(exc)  # the next discovery joins it
+            self.connection.mark_down(exc)  # the next discovery joins it
         except RedisError as exc:
             logger.warning("redis engine %s cannot read stream %s: %s", self.name, key, exc)
 
@@ -198,7 +197,7 @@ class StreamsReceiver(Receiver):
         since = [
             ms
             for sub, (ms, _) in self._since.items()
-            if matches(sub.topic, route.topic) and sub.accepts(route.tenant)
+            if matches(sub.topic, route.topic or "") and sub.accepts(route.tenant)
         ]
         return f"{min(since)}-0" if since else "$"
 
@@ -224,16 +223,11 @@ class StreamsReceiver(Receiver):
         reader_id = self.reader_id
         if self._reader_blocked and reader_id is not None and self.connections.control is not None:
             # Wake the reader from its blocking read, so that it reads the new key set now.
-            self._spawn(self._unblock(reader_id))
+            self.engine.spawn(self._unblock(reader_id), "streams-unblock")
 
     async def _unblock(self, reader_id: int) -> None:
         with contextlib.suppress(*LINK_ERRORS):
             await self.connections.control.client_unblock(reader_id)
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _leave_groups(self) -> None:
         """A per-process group goes; in a shared group, this consumer goes if it holds
@@ -259,11 +253,14 @@ class StreamsReceiver(Receiver):
 
     # --- reading ----------------------------------------------------------------------
 
-    async def _session(self, conn: Link) -> None:
+    async def _session(self, conn: Link, session: Session) -> None:
         self.reader_id = int(await call(conn, self._timeout, "CLIENT", "ID"))
         try:
             await self._rejoin()
-            self._session_ready()
+            # Subscriptions made before start (or while no session could follow them).
+            for sub in list(self.dispatcher.subscriptions.items()):
+                await self._follow(sub)
+            session.ready()
             await self._read_own_pending(conn, list(self._keys.values()))
             await self._read(conn)
         finally:
@@ -313,10 +310,13 @@ class StreamsReceiver(Receiver):
 
     async def _rejoin(self, force: bool = False) -> None:
         """After a reconnection: make sure the group still exists on every key read (a
-        restarted Redis without persistence lost them)."""
+        restarted Redis without persistence lost them, a group may have been deleted). A
+        group made again starts at the beginning of what the stream holds, never at "now":
+        the entries a restarted server accepted meanwhile (this process's publisher retried
+        its publishes there) are delivered."""
         for key in list(self._keys):
             try:
-                await self.connections.control.xgroup_create(key, self.group, "$", mkstream=True)
+                await self.connections.control.xgroup_create(key, self.group, "0", mkstream=True)
             except ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
@@ -359,31 +359,21 @@ class StreamsReceiver(Receiver):
             cursors = {k: v for k, v in cursors.items() if k in progressed}
 
     async def _entry(self, key: bytes, entry_id: bytes, fields: Any) -> None:
-        """Hand one stream entry to the local fan-out; it is acknowledged once settled."""
-        token = (key, entry_id)
-        if self._acks.in_flight(token):
+        """Hand one stream entry to the local fan-out; it is acknowledged once settled, and
+        at once when it is not an event of the bus (so that it is not read again forever)."""
+        acks = self._acks
+        if acks.in_flight(key, entry_id):
             return
         route = self.channels.route(key)
-        if route.error is not None:
-            self._decode_failed(key, route.error)
-            self._acks.ack(token)
-            return
-        if not self._wanted(route):
+        if route.error is None and not self._wanted(route):
             if not self.durable:  # nobody else reads this group
-                self._acks.ack(token)
+                acks.skip(key, entry_id)
             return  # in a shared group, left pending for a consumer that wants it
+        origin = route._replace(where=f"{route.where} entry {entry_id.decode(errors='replace')}")
         data = _event_field(fields)
-        if data is None:
-            self._decode_failed(key, f"entry {entry_id.decode()} has no 'event' field")
-            self._acks.ack(token)
-            return
-        try:
-            event = self._decode_at(route, data)
-        except EventDecodeError as exc:
-            self._decode_failed(key, f"entry {entry_id.decode()}: {exc}")
-            self._acks.ack(token)
-            return
-        await self._hand_on(event, self._acks.hand_out(token))
+        if data is None and route.error is None:
+            origin = origin._replace(error="the entry has no 'event' field")
+        await self.inbound.receive(data, origin, acks.hand_out(key, entry_id))
 
     # --- upkeep -----------------------------------------------------------------------
 
@@ -403,7 +393,7 @@ class StreamsReceiver(Receiver):
                     next_claim = now + claim_every
                     await self._claim()
             except LINK_ERRORS as exc:
-                self.connections.mark_down(exc)
+                self.connection.mark_down(exc)
             except RedisError as exc:  # e.g. a stream deleted under the group
                 logger.warning("redis engine %s: stream maintenance failed: %s", self.name, exc)
             wake = min(next_claim, next_scan) if self._since else next_claim
