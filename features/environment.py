@@ -20,6 +20,14 @@ logger = logging.getLogger("features")
 Cleanup = Callable[[], Any]
 
 
+def before_all(context: Any) -> None:
+    """Replaces behave's default, which calls ``logging.basicConfig()``: that console handler
+    prints every log record of passing scenarios too, beside behave's own capture. Without it,
+    records reach only the capture, which is shown with a failing step or hook."""
+    if not context.config.capture_log:  # behave --no-capture-log: show records as they come
+        context.config.setup_logging()
+
+
 def before_scenario(context: Any, scenario: Any) -> None:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)

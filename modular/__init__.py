@@ -12,8 +12,10 @@ from .errors import (
     ModularError,
     ServiceNotFoundError,
 )
+from .logging_setup import configure_logging
 from .module import Module, ServiceDependency, ServiceProvider
 from .observer import CloudEvent, Observer
+from .secrets import is_secret_key, mask_secrets, mask_url
 from .services import ServiceRegistry
 from .tenants import TenantService, current_tenant, tenant_context, validate_tenant_id
 
@@ -34,9 +36,13 @@ __all__ = [
     "ServiceProvider",
     "ServiceRegistry",
     "TenantService",
+    "configure_logging",
     "current_tenant",
     "deep_merge",
+    "is_secret_key",
     "load_settings",
+    "mask_secrets",
+    "mask_url",
     "normalize_key",
     "tenant_context",
     "validate_section",

@@ -17,12 +17,14 @@ from pydantic import BaseModel
 from .config import deep_merge, load_environment_variables, load_settings, section
 from .config import validate_section as _validate_section
 from .errors import ConfigError, DependencyError, LifecycleError
+from .logging_setup import MaskingFilter, configure_logging
 from .module import Module, ServiceDependency
 from .observer import Observer, ObserverRegistry
 from .services import ServiceRegistry
 from .tenants import TenantService
 
 logger = logging.getLogger("modular.application")
+logger.addFilter(MaskingFilter())  # exception texts may quote a broker URL
 
 T = TypeVar("T")
 
@@ -202,8 +204,13 @@ class Application:
     ) -> None:
         await self.stop()
 
-    def run(self) -> None:
-        """Start, wait for SIGINT or SIGTERM, stop. Blocks."""
+    def run(self, *, log_level: int | str | None = None) -> None:
+        """Start, wait for SIGINT or SIGTERM, stop. Blocks.
+
+        Unless the program configured logging itself, log to stderr at ``log_level`` (else
+        ``$MODULAR_LOG_LEVEL``, else INFO): see :func:`modular.configure_logging`.
+        """
+        configure_logging(log_level)
         asyncio.run(self._run_until_signal())
 
     async def _run_until_signal(self) -> None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
+import types
 import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -23,6 +25,8 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, SecretBytes, SecretStr, ValidationError
 
 from .errors import ConfigError, FieldError
+from .secrets import is_secret_key, mask_secrets
+from .settings_files import check_settings_file, load_files, plain
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -60,30 +64,6 @@ def deep_merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str,
     return merged
 
 
-def _plain(value: Any) -> Any:
-    """dynaconf's Box values as plain dicts and lists."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _load_files(files: list[Path]) -> dict[str, Any]:
-    from dynaconf import Dynaconf
-
-    if not files:
-        return {}
-    # loaders=[] keeps environment variables out of this layer; they are layered last.
-    settings = Dynaconf(
-        settings_files=[str(f) for f in files],
-        environments=False,
-        merge_enabled=True,
-        loaders=[],
-    )
-    return typing.cast(dict[str, Any], _plain(settings.as_dict()))
-
-
 def _select_environment(raw: Mapping[str, Any], environment: str) -> dict[str, Any]:
     sections = ENVIRONMENT_SECTIONS | {environment.lower()}
     result: dict[str, Any] = {k: v for k, v in raw.items() if k.lower() not in sections}
@@ -97,7 +77,7 @@ def _select_environment(raw: Mapping[str, Any], environment: str) -> dict[str, A
 def load_environment_variables(prefix: str) -> dict[str, Any]:
     from dynaconf import Dynaconf
 
-    values = _plain(Dynaconf(environments=False, envvar_prefix=prefix).as_dict())
+    values = plain(Dynaconf(environments=False, envvar_prefix=prefix).as_dict())
     values.pop("ENV", None)  # <PREFIX>_ENV selects the environment; it is not a setting
     return typing.cast(dict[str, Any], values)
 
@@ -111,13 +91,12 @@ def load_settings(
     """Every layer merged into one plain mapping (see the module docstring)."""
     files = [Path(f) for f in settings_files or ()]
     for f in files:
-        if not f.is_file():
-            raise ConfigError(f"settings file {str(f)!r} does not exist")
+        check_settings_file(f)
     env = environment or (os.environ.get(f"{envvar_prefix}_ENV") if envvar_prefix else None)
     env = env or "development"
     secrets = [f.parent / name for f in files for name in SECRET_NAMES]
-    merged = _select_environment(_load_files(files), env)
-    merged = deep_merge(merged, _select_environment(_load_files(_existing(secrets)), env))
+    merged = _select_environment(load_files(files), env)
+    merged = deep_merge(merged, _select_environment(load_files(_existing(secrets)), env))
     if envvar_prefix:
         merged = deep_merge(merged, load_environment_variables(envvar_prefix))
     return merged
@@ -133,7 +112,7 @@ def _existing(paths: list[Path]) -> list[Path]:
 
 def load_file(path: str | os.PathLike[str], environment: str = "development") -> dict[str, Any]:
     """One settings file, its environment sections applied; used for tenant overlay files."""
-    return _select_environment(_load_files([Path(path)]), environment)
+    return _select_environment(load_files([Path(path)]), environment)
 
 
 # --- validation -------------------------------------------------------------------------
@@ -146,9 +125,13 @@ def _format_path(path: str, loc: Iterable[int | str]) -> str:
     return out
 
 
+# Spelled in capitals inside a camelCase key, as the Go settings do: eventTTL, externalBrokerURL.
+_ACRONYMS = frozenset({"id", "ttl", "url"})
+
+
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
+    return head + "".join(p.upper() if p in _ACRONYMS else p.title() for p in rest)
 
 
 def _canonical_value(annotation: Any, value: Any, path: str) -> Any:
@@ -192,7 +175,7 @@ def canonical_keys(model: type[BaseModel], data: Any, path: str) -> Any:
             if allow_extra:
                 out[str(key)] = value
                 continue
-            raise ConfigError(_unknown_key(model, str(key), path))
+            raise ConfigError(_unknown_key(model, str(key), path, map(str, data)))
         field = model.model_fields[field_name]
         sub_path = _format_path(path, [field_name])
         # pydantic accepts a field by its alias (by name only with populate_by_name)
@@ -200,52 +183,129 @@ def canonical_keys(model: type[BaseModel], data: Any, path: str) -> Any:
     return out
 
 
-def _unknown_key(model: type[BaseModel], key: str, path: str) -> str:
-    known = list(model.model_fields)
+def _unknown_key(model: type[BaseModel], key: str, path: str, siblings: Iterable[str]) -> str:
+    spell = _camel if _writes_camel_case(key, siblings) else str
+    known = [spell(name) for name in model.model_fields]
     by_normal = {normalize_key(k): k for k in known}
     close = difflib.get_close_matches(normalize_key(key), by_normal, n=1, cutoff=0.6)
-    hint = ""
-    if close:
-        field = by_normal[close[0]]
-        hint = f"; did you mean {(_camel(field) if key != key.lower() else field)!r}?"
+    hint = f"; did you mean {by_normal[close[0]]!r}?" if close else ""
     return (
         f"{_format_path(path, [key])}: unknown key {key!r}{hint} (known keys: {', '.join(known)})"
     )
 
 
+def _writes_camel_case(key: str, siblings: Iterable[str]) -> bool:
+    """Whether the user spells keys in camelCase: as ``key`` shows (``workerCont``,
+    ``WORKERCONT`` from the environment) or, for a one-word key, as its siblings do."""
+
+    def style(name: str) -> str | None:
+        if "_" in name or "-" in name:
+            return "snake"
+        return "camel" if name != name.lower() else None
+
+    own = style(key)
+    if own is not None:
+        return own == "camel"
+    return any(style(str(other)) == "camel" for other in siblings)
+
+
 def validate_section(model: type[M], data: Mapping[str, Any] | None, path: str) -> M:
     """Validate ``data`` (the section found at ``path``) into ``model``.
 
-    Every failure is a ConfigError naming the dotted path of the bad value and the value.
+    Every failure is a ConfigError naming the dotted path of the bad value and the value
+    (once, and never a secret: passwords inside URLs are masked too).
     """
     try:
         return model.model_validate(canonical_keys(model, data or {}, path))
     except ValidationError as exc:
-        problems = []
+        # path -> (loc, the bad value or _UNSHOWN, messages): the members of a union each
+        # reject the value; that is one problem, its value shown once.
+        problems: dict[str, tuple[tuple[int | str, ...], Any, list[str]]] = {}
         for err in exc.errors(include_url=False):
-            loc, message = tuple(err["loc"]), err["msg"].removeprefix("Value error, ")
+            loc, message = _field_loc(model, tuple(err["loc"])), err["msg"]
+            message, value = message.removeprefix("Value error, "), err.get("input", _UNSHOWN)
             cause = err.get("ctx", {}).get("error")
-            if isinstance(cause, FieldError):
-                loc, message = loc + cause.loc, str(cause)
-            elif err["type"] != "missing":
-                message += _shown(model, loc, err.get("input"))
-            problems.append(f"{_format_path(path, loc)}: {message}")
-        raise ConfigError("; ".join(problems)) from None
+            if isinstance(cause, FieldError):  # its message is written to be shown as it is
+                loc, message, value = loc + cause.loc, str(cause), _UNSHOWN
+            elif err["type"] == "missing":
+                value = _UNSHOWN
+            problems.setdefault(_format_path(path, loc), (loc, value, []))[2].append(message)
+        lines = []
+        for where, (loc, value, messages) in problems.items():
+            message = ", or ".join(dict.fromkeys(messages))
+            if value is not _UNSHOWN:
+                message += _shown(model, loc, value, message)
+            lines.append(f"{where}: {message}")
+        raise ConfigError(mask_secrets("; ".join(lines))) from None
 
 
-_SECRET_WORDS = ("password", "secret", "token", "apikey", "appkey")
+_UNSHOWN = object()
 
 
-def _shown(model: type[BaseModel], loc: tuple[int | str, ...], value: Any) -> str:
-    """The offending value for an error message: never a secret, nor a whole table (which
-    may hold one)."""
+def _field_loc(model: type[BaseModel], loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """``loc`` without the names pydantic gives the members of a union (``int``,
+    ``literal['auto']``): they are no part of the path the user wrote."""
+    out: list[int | str] = []
+    annotation: Any = model
+    for part in loc:
+        annotation = _without_none(annotation)
+        origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = _field_named(annotation, part)
+            annotation = field.annotation if field is not None else None
+        elif origin in (list, tuple, set, frozenset) and args:
+            annotation = args[0]
+        elif origin is dict and len(args) == 2:
+            annotation = args[1]
+        elif origin in (typing.Union, types.UnionType) and isinstance(part, str):
+            annotation = None  # which member the rest of ``loc`` is inside is not known
+            continue
+        else:
+            annotation = None
+        out.append(part)
+    return tuple(out)
+
+
+def _without_none(annotation: Any) -> Any:
+    """``X`` for ``Annotated[X, ...]`` and ``X | None`` (pydantic names no member there)."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _without_none(typing.get_args(annotation)[0])
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(members) == 1:
+            return _without_none(members[0])
+    return annotation
+
+
+def _field_named(model: type[BaseModel], part: int | str) -> Any:
+    for name, field in model.model_fields.items():
+        if part in (name, field.alias):
+            return field
+    return None
+
+
+def _shown(model: type[BaseModel], loc: tuple[int | str, ...], value: Any, message: str) -> str:
+    """The offending value for an error message, unless ``message`` already shows it: never a
+    secret, nor a whole table (which may hold one)."""
     if isinstance(value, Mapping | list | tuple):
         return ""
     names = [part for part in loc if isinstance(part, str)]
-    last = normalize_key(names[-1]) if names else ""
-    if any(word in last for word in _SECRET_WORDS) or last in _secret_fields(model):
+    last = names[-1] if names else ""
+    if is_secret_key(last) or normalize_key(last) in _secret_fields(model):
         return " (got '***')"
-    return f" (got {value!r})"
+    shown = repr(value)
+    return "" if _already_shown(value, shown, message) else f" (got {mask_secrets(shown)})"
+
+
+def _already_shown(value: Any, shown: str, message: str) -> bool:
+    """Whether a validator's own message shows the value ("expected a duration ..., got 'abc'",
+    "cannot use redis://h:x"). A number counts only after "got": "greater than 0" is no value."""
+    if f"got {shown}" in message:
+        return True
+    if not isinstance(value, str) or not value:
+        return False
+    whole_word = rf"(?<![\w'\"]){re.escape(value)}(?![\w'\"])"
+    return shown in message or re.search(whole_word, message) is not None
 
 
 def _secret_fields(model: type[BaseModel], seen: frozenset[type] = frozenset()) -> set[str]:
@@ -275,5 +335,5 @@ def section(settings: Mapping[str, Any], name: str) -> dict[str, Any]:
         return {}
     value = settings[key]
     if not isinstance(value, Mapping):
-        raise ConfigError(f"{name}: expected a table of settings, got {value!r}")
+        raise ConfigError(f"{name}: expected a table of settings, got {mask_secrets(repr(value))}")
     return dict(value)

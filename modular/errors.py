@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .secrets import mask_secrets
+
 
 class ModularError(Exception):
     """Base class of every error raised by :mod:`modular`."""
@@ -34,5 +36,7 @@ class LifecycleError(ModularError):
     def __init__(self, phase: str, errors: list[tuple[str, BaseException]]) -> None:
         self.phase = phase
         self.errors = errors
+        # an engine's error may quote its broker's URL, password included
         details = "; ".join(f"{name}: {type(exc).__name__}: {exc}" for name, exc in errors)
+        details = mask_secrets(details)
         super().__init__(f"{phase} failed for {len(errors)} module(s): {details}")

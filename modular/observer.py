@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from .logging_setup import MaskingFilter
+
 logger = logging.getLogger("modular.observer")
+logger.addFilter(MaskingFilter())  # exception texts may quote a broker URL
 
 _ids = itertools.count(1)
 _ID_PREFIX = os.urandom(4).hex()

@@ -12,7 +12,14 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from modular import Application, CloudEvent, Module, ServiceDependency, ServiceProvider
+from modular import (
+    Application,
+    CloudEvent,
+    Module,
+    ServiceDependency,
+    ServiceProvider,
+    configure_logging,
+)
 
 HERE = Path(__file__).parent
 
@@ -79,4 +86,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    configure_logging()  # INFO to stderr; MODULAR_LOG_LEVEL=WARNING quietens it
     asyncio.run(main())

@@ -2,6 +2,9 @@
 
 python -m examples.multi_engine_eventbus            # two memory engines
 python -m examples.multi_engine_eventbus --redis    # memory-reliable on Redis (streams)
+python -m examples.multi_engine_eventbus --failing-handler   # how a handler failure shows
+
+Logs go to stderr at INFO; MODULAR_LOG_LEVEL=WARNING (or ERROR, DEBUG) changes that.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from modular import Application, CloudEvent
+from modular import Application, CloudEvent, configure_logging
 from modules.eventbus import Event, EventBusModule
 
 HERE = Path(__file__).parent
@@ -47,7 +50,7 @@ def build_app(environment: str | None) -> Application:
     return app
 
 
-async def main(environment: str | None) -> None:
+async def main(environment: str | None, failing_handler: bool = False) -> None:
     app = build_app(environment)
     failures: list[CloudEvent] = []
     app.register_observer(failures.append, ["com.modular.eventbus.message.failed"])
@@ -78,6 +81,9 @@ async def main(environment: str | None) -> None:
         note(event.topic)
         print(f"  [memory-reliable] {info.component}: {info.message}")
 
+    def on_system_audit(event: Event) -> None:
+        raise RuntimeError(f"audit log unavailable for {event.topic}")
+
     async with app:
         bus: EventBusModule = app.get_service("eventbus.provider", EventBusModule)
         router = bus.get_router()
@@ -90,6 +96,8 @@ async def main(environment: str | None) -> None:
             await bus.subscribe_async("analytics.*", on_analytics, payload_type=PageView),
             await bus.subscribe("system.*", on_system, payload_type=SystemEvent),
         ]
+        if failing_handler:  # logged as a WARNING and counted; the others carry on
+            subs.append(await bus.subscribe("system.*", on_system_audit))
         published = [
             ("user.registered", UserEvent(user_id="user123", action="register")),
             ("user.login", UserEvent(user_id="user123", action="login")),
@@ -120,6 +128,10 @@ async def main(environment: str | None) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--redis", action="store_true", help="put memory-reliable on Redis")
+    parser.add_argument(
+        "--failing-handler", action="store_true", help="add a handler that raises on system.*"
+    )
     args = parser.parse_args()
+    configure_logging()
     env = "redis" if args.redis else os.environ.get("MODULAR_ENV")
-    asyncio.run(main(env))
+    asyncio.run(main(env, args.failing_handler))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any
 
 from pydantic import (
@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from modular import FieldError, normalize_key
+from modular import FieldError, mask_secrets, normalize_key
 
 from .delivery import DeliveryMode, DeliveryPolicy
 
@@ -44,7 +44,7 @@ def parse_duration(value: object) -> float:
     else:
         raise ValueError(f"expected a duration such as '250ms', '30s' or '1h', got {value!r}")
     if not math.isfinite(seconds):
-        raise ValueError(f"a duration must be a finite number of seconds, got {value!r}")
+        raise ValueError("a duration must be a finite number of seconds")
     if seconds < 0:
         raise ValueError(f"a duration cannot be negative, got {value!r}")
     return seconds
@@ -85,6 +85,11 @@ class EngineConfig(_Strict):
         if self.delivery_mode is DeliveryMode.TIMEOUT and self.publish_block_timeout <= 0:
             raise ValueError("deliveryMode 'timeout' needs a positive publishBlockTimeout")
         return self
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        # A broker URL may carry a password (user-info or ?password=): never shown.
+        for name, value in super().__repr_args__():
+            yield name, mask_secrets(value) if isinstance(value, str) else value
 
     def delivery_policy(self) -> DeliveryPolicy:
         return DeliveryPolicy(

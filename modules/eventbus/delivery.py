@@ -336,7 +336,7 @@ def report_failure(
         hooks.failed(sub, event, error)
 
 
-def _is_async_callable(handler: Callable[..., Any]) -> bool:
+def is_async_callable(handler: Callable[..., Any]) -> bool:
     call = type(handler).__call__  # an object whose __call__ is ``async def``
     return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call)
 
@@ -389,7 +389,7 @@ class Dispatcher:
         else:
             mailbox = Mailbox(self.policy.buffer_size)
             self._mailboxes[sub] = mailbox
-            if not _is_async_callable(sub.handler):
+            if not is_async_callable(sub.handler):
                 self._direct.add(sub)
             self._drainers[sub] = self._start_consumer(mailbox)
         self.subscriptions.add(sub.topic, sub)

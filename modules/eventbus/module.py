@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel
 
-from modular import Application, Module, ServiceProvider, current_tenant
+from modular import Application, Module, ServiceProvider, current_tenant, mask_secrets
 from modular.observer import ObserverRegistry
 from modular.tenants import current_tenant_var
 
+from . import tracing
 from .config import EngineSpec, EventBusConfig
 from .delivery import DeliveryStats, call_handler, context_for, report_failure
 from .engines.base import Engine, EngineHealth
@@ -146,9 +147,10 @@ class EventBusModule(Module):
             # One engine failing must not take the others down: its topics fail loudly
             # at publish/subscribe instead; unless it is configured with requireAtStart.
             required = bool(getattr(engine.config, "require_at_start", False))
+            error = mask_secrets(f"{type(exc).__name__}: {exc}")
             if not required:
-                logger.error("engine %s failed to start: %s: %s", key, type(exc).__name__, exc)
-            self._emit("engine.failed", engine=key, error=f"{type(exc).__name__}: {exc}")
+                logger.error("engine %s failed to start: %s", key, error)
+            self._emit("engine.failed", engine=key, error=error)
             if required:
                 raise
             return
@@ -243,16 +245,16 @@ class EventBusModule(Module):
         if route is None:
             route = await self._route(topic, tenant)
         engine, history = route
-        event = make_event(
-            topic,
-            payload,
-            describe(metadata) if metadata else EMPTY_METADATA,  # no call without metadata
-            self._clock(),
-            self._source,
-            tenant,
-            partition_key,
-        )
-        await engine.publish(event)
+        frozen = describe(metadata) if metadata else EMPTY_METADATA  # no call without metadata
+        if tracing.AVAILABLE and tracing.active():
+            event = await self._publish_traced(
+                engine, topic, payload, frozen, tenant, partition_key
+            )
+        else:
+            event = make_event(
+                topic, payload, frozen, self._clock(), self._source, tenant, partition_key
+            )
+            await engine.publish(event)
         history.record(event)
         if self._observe_published:
             self._emit(
@@ -263,6 +265,31 @@ class EventBusModule(Module):
                 tenant=tenant,
             )
         return event
+
+    async def _publish_traced(
+        self,
+        engine: Engine,
+        topic: str,
+        payload: Any,
+        metadata: Mapping[str, str],
+        tenant: str | None,
+        partition_key: str | None,
+    ) -> Event:
+        """``publish`` inside a producer span whose context the event carries."""
+        span = tracing.Publishing(topic, engine.name, tenant, metadata)
+        error: BaseException | None = None
+        try:
+            event = make_event(
+                topic, payload, span.metadata, self._clock(), self._source, tenant, partition_key
+            )
+            span.published(event)
+            await engine.publish(event)
+            return event
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            span.end(error)
 
     async def _route(self, topic: str, tenant: str | None) -> tuple[Engine, History]:
         """Validate ``topic`` and ``tenant``, find their engine (started) and remember it, so
@@ -335,10 +362,11 @@ class EventBusModule(Module):
             all_tenants = False
         if self._router is None:
             raise EventBusNotStartedError("the event bus is not initialised: call app.init()")
+        sub_id = f"sub-{next(self._sub_ids)}"
         sub = Subscription(
-            f"sub-{next(self._sub_ids)}",
+            sub_id,
             pattern,
-            handler,
+            tracing.traced(handler, sub_id),
             is_async=is_async,
             tenant=tenant,
             all_tenants=all_tenants,

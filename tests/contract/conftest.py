@@ -78,6 +78,7 @@ def _redis_options(mode: str) -> Callable[[str], dict[str, Any]]:
 CASES = [
     EngineCase("memory", "memory", _no_options, "modules.eventbus.engines.memory"),
     EngineCase("custom", "custom", _custom_options, "modules.eventbus.engines.custom"),
+    EngineCase("durable-memory", "durable-memory", _no_options, "modules.eventbus.engines.memory"),
     EngineCase("redis-pubsub", "redis", _redis_options("pubsub"), "modules.eventbus.engines.redis"),
     EngineCase(
         "redis-streams", "redis", _redis_options("streams"), "modules.eventbus.engines.redis"

@@ -260,7 +260,19 @@ def test_module_without_name_is_named_after_its_class() -> None:
 # --- failures -------------------------------------------------------------------------------
 
 
-async def test_failing_stop_does_not_prevent_the_others_from_stopping(log: list[str]) -> None:
+def stop_failures_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The modules whose stop failure was logged (with its traceback), in order."""
+    failures = []
+    for record in caplog.records:
+        assert (record.name, record.levelname) == ("modular.application", "ERROR"), record
+        assert record.exc_info is not None
+        failures.append(record.getMessage().removeprefix("module ").removesuffix(" failed to stop"))
+    return failures
+
+
+async def test_failing_stop_does_not_prevent_the_others_from_stopping(
+    log: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
     app = Application(envvar_prefix=None)
     app.register_module(make_module("first", log))
     app.register_module(make_module("second", log, dependencies=["first"], fail_in="stop"))
@@ -277,12 +289,15 @@ async def test_failing_stop_does_not_prevent_the_others_from_stopping(log: list[
     assert [name for name, _ in error.errors] == ["second"]
     assert isinstance(error.errors[0][1], RuntimeError)
     assert "second failed to stop" in str(error)
+    assert stop_failures_logged(caplog) == ["second"]
     # Everything is stopped: a second stop has nothing left to do.
     await app.stop()
     assert phase(log, "stop") == ["third", "second", "first"]
 
 
-async def test_every_stop_failure_is_reported(log: list[str]) -> None:
+async def test_every_stop_failure_is_reported(
+    log: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
     app = Application(envvar_prefix=None)
     app.register_module(make_module("a", log, fail_in="stop"))
     app.register_module(make_module("b", log, dependencies=["a"]))
@@ -296,6 +311,7 @@ async def test_every_stop_failure_is_reported(log: list[str]) -> None:
     assert [name for name, _ in caught.value.errors] == ["c", "a"]
     assert "c failed to stop" in str(caught.value)
     assert "a failed to stop" in str(caught.value)
+    assert stop_failures_logged(caplog) == ["c", "a"]
 
 
 async def test_start_failure_stops_the_modules_already_started(log: list[str]) -> None:
@@ -317,7 +333,9 @@ async def test_start_failure_stops_the_modules_already_started(log: list[str]) -
     assert phase(log, "stop") == ["b", "a"]
 
 
-async def test_start_failure_also_reports_stop_failures(log: list[str]) -> None:
+async def test_start_failure_also_reports_stop_failures(
+    log: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
     app = Application(envvar_prefix=None)
     app.register_module(make_module("a", log, fail_in="stop"))
     app.register_module(make_module("b", log, dependencies=["a"], fail_in="start"))
@@ -327,6 +345,7 @@ async def test_start_failure_also_reports_stop_failures(log: list[str]) -> None:
 
     assert [name for name, _ in caught.value.errors] == ["b", "a"]
     assert phase(log, "stop") == ["a"]
+    assert stop_failures_logged(caplog) == ["a"]
 
 
 async def test_init_failure_names_the_module_and_stops_initialising(log: list[str]) -> None:

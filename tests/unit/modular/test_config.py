@@ -347,7 +347,7 @@ async def test_unknown_key_from_the_environment_suggests_the_field(
     with pytest.raises(ConfigError) as caught:
         await app.init()
     assert "WORKERCONT" in str(caught.value)
-    assert "worker_count" in str(caught.value)
+    assert "did you mean 'workerCount'" in str(caught.value)
 
 
 def test_model_allowing_extra_keys_keeps_them(log: list[str]) -> None:

@@ -1,0 +1,1 @@
+"""A custom engine with its own config keys, registered by type name and used from settings."""
