@@ -22,9 +22,10 @@ _BUILTIN: dict[str, str] = {
     "durable-memory": "modules.eventbus.engines.memory:DurableMemoryEngine",
     "custom": "modules.eventbus.engines.custom:CustomEngine",
     "redis": "modules.eventbus.engines.redis:RedisEngine",
+    "kafka": "modules.eventbus.engines.kafka:KafkaEngine",
 }
 # Reserved for engines of later releases: a clear error instead of "unknown type".
-_RESERVED = {"kafka": "kafka", "kinesis": "kinesis"}
+_RESERVED = {"kinesis": "kinesis"}
 
 _factories: dict[str, EngineFactory] = {}
 _lock = threading.Lock()

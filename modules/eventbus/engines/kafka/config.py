@@ -189,7 +189,7 @@ class KafkaEngineConfig(BrokerEngineConfig):
     - ``clientId`` (``eventbus-<engine>``), ``topicPrefix`` (``""``: the Kafka topic is the
       event topic, as Go Modular names it).
     - ``partitions`` (1) / ``replicationFactor`` (1): for the topics the engine creates.
-    - ``acks`` (``all``; ``1``, ``0``), ``lingerMs`` (5), ``compression`` (``none``, ``gzip``,
+    - ``acks`` (``all``; ``1``, ``0``), ``lingerMs`` (0), ``compression`` (``none``, ``gzip``,
       ``snappy``, ``lz4``, ``zstd``): the producer.
     - ``sessionTimeout`` (45s), ``heartbeatInterval`` (3s), ``autoOffsetReset`` (``latest``:
       a group without committed offsets starts where the topic was when the subscription was
@@ -211,7 +211,7 @@ class KafkaEngineConfig(BrokerEngineConfig):
     partitions: PositiveInt = 1
     replication_factor: PositiveInt = 1
     acks: Literal["all", 0, 1] = "all"
-    linger_ms: Annotated[int, Field(ge=0, le=60_000)] = 5
+    linger_ms: Annotated[int, Field(ge=0, le=60_000)] = 0
     compression: Annotated[Compression, BeforeValidator(_lower)] = "none"
     session_timeout: PositiveDuration = 45.0
     heartbeat_interval: PositiveDuration = 3.0
