@@ -12,6 +12,7 @@ the test left on the broker are deleted afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import importlib.util
 import os
@@ -29,6 +30,7 @@ from modules.eventbus.registry import create_engine
 from .helpers import CAPABILITIES
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
+KAFKA_BROKERS = "127.0.0.1:9092"  # the Tansu broker scripts/kafka.sh starts
 ENGINE = "main"  # the name of the engine under test in every bus of the suite
 
 # (engine config map, topic, raw bytes): put bytes where the engine reads ``topic`` from.
@@ -75,6 +77,21 @@ def _redis_options(mode: str) -> Callable[[str], dict[str, Any]]:
     return options
 
 
+def _kafka_options(group: bool) -> Callable[[str], dict[str, Any]]:
+    def options(namespace: str) -> dict[str, Any]:
+        config: dict[str, Any] = {
+            "brokers": KAFKA_BROKERS,
+            "topicPrefix": f"{namespace}.",
+            "metadataMaxAge": "1s",
+        }
+        if group:
+            # Test settings: a group join takes about half the session timeout here.
+            config.update(groupId=f"{namespace}-group", sessionTimeout="6s", heartbeatInterval="1s")
+        return config
+
+    return options
+
+
 CASES = [
     EngineCase("memory", "memory", _no_options, "modules.eventbus.engines.memory"),
     EngineCase("custom", "custom", _custom_options, "modules.eventbus.engines.custom"),
@@ -83,6 +100,8 @@ CASES = [
     EngineCase(
         "redis-streams", "redis", _redis_options("streams"), "modules.eventbus.engines.redis"
     ),
+    EngineCase("kafka", "kafka", _kafka_options(False), "modules.eventbus.engines.kafka"),
+    EngineCase("kafka-group", "kafka", _kafka_options(True), "modules.eventbus.engines.kafka"),
 ]
 
 
@@ -125,12 +144,63 @@ async def _redis_xadd_raw(options: Mapping[str, Any], topic: str, data: bytes) -
         await client.aclose()
 
 
+# --- Kafka, reached directly with kafka-python (blocking: on a thread) --------------------
+
+
+def _kafka_admin() -> Any:
+    from kafka import KafkaAdminClient
+
+    return KafkaAdminClient(bootstrap_servers=KAFKA_BROKERS, bootstrap_timeout_ms=5000)
+
+
+async def _kafka_check(options: Mapping[str, Any]) -> None:
+    def check() -> None:
+        _kafka_admin().close()
+
+    try:
+        await asyncio.to_thread(check)
+    except Exception as exc:
+        raise RuntimeError(
+            f"no Kafka broker answers at {KAFKA_BROKERS} (make test starts one: "
+            f"scripts/kafka.sh start): {exc}"
+        ) from exc
+
+
+async def _kafka_cleanup(options: Mapping[str, Any]) -> None:
+    prefix = str(options["topicPrefix"])
+
+    def cleanup() -> None:
+        admin = _kafka_admin()
+        try:
+            topics = [t for t in admin.list_topics() if t.startswith(prefix)]
+            if topics:
+                admin.delete_topics(topics)
+        finally:
+            admin.close()
+
+    await asyncio.to_thread(cleanup)
+
+
+async def _kafka_produce_raw(options: Mapping[str, Any], topic: str, data: bytes) -> None:
+    def produce() -> None:
+        from kafka import KafkaProducer
+
+        producer = KafkaProducer(bootstrap_servers=KAFKA_BROKERS, enable_idempotence=False)
+        try:
+            producer.send(f"{options['topicPrefix']}{topic}", value=data).get(timeout=10)
+        finally:
+            producer.close()
+
+    await asyncio.to_thread(produce)
+
+
 BROKERS: dict[str, Broker] = {
     "redis": Broker(
         check=_redis_check,
         cleanup=_redis_cleanup,
         injectors={"pubsub": _redis_publish_raw, "streams": _redis_xadd_raw},
     ),
+    "kafka": Broker(check=_kafka_check, cleanup=_kafka_cleanup, injectors={"": _kafka_produce_raw}),
 }
 
 

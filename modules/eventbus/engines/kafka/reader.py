@@ -31,12 +31,14 @@ import contextlib
 import logging
 import math
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError
+from kafka.structs import MemberState
 
 from ...event import Subscription
 from ..broker import Outcome, Session, ThreadBridge, WatermarkAcks, bounded
@@ -71,6 +73,8 @@ class Reader:
         self._pattern: str | None = None  # what the consumer reads now
         self._matcher: re.Pattern[str] | None = None
         self._starts: dict[TopicPartition, int] = {}  # group: where a new partition starts
+        self._pending: dict[TopicPartition, int] = {}  # group: commits not sent yet
+        self._pending_lock = threading.Lock()  # the I/O thread re-queues failed commits
         self._assigned: dict[TopicPartition, None] = {}  # no group: what we assigned
         self._discovered_at = 0.0
 
@@ -310,6 +314,8 @@ class Reader:
             time.sleep(POLL_MS / 1000)
             return []
         batches = consumer.poll(timeout_ms=POLL_MS)
+        if self._pending:
+            self._send_pending()
         if not batches:
             return []
         if len(batches) == 1:
@@ -317,19 +323,46 @@ class Reader:
         return [record for records in batches.values() for record in records]
 
     def commit(self, offsets: dict[Source, int]) -> None:
-        """Group: commit ``offsets`` (the last settled offset per partition) of partitions
-        still assigned to us."""
+        """Group: commit ``offsets`` (the last settled offset per partition). Commits wait
+        while the group rebalances (kafka-python refuses them then, and one refused in the
+        middle of a join was seen to stall the join); the revoke commits what settled."""
+        if self._consumer is None or self.group is None:
+            return
+        with self._pending_lock:
+            for (topic, partition), offset in offsets.items():
+                self._pending[TopicPartition(topic, partition)] = offset + 1
+        self._send_pending()
+
+    def _send_pending(self) -> None:
         consumer = self._consumer
-        if consumer is None or self.group is None:
+        if consumer is None or not self._pending:
+            return
+        if consumer.group_metadata().state != MemberState.STABLE:
             return
         assigned = consumer.assignment()
+        with self._pending_lock:
+            pending, self._pending = self._pending, {}
         request = {
-            tp: OffsetAndMetadata(offset + 1, "", -1)
-            for (topic, partition), offset in offsets.items()
-            if (tp := TopicPartition(topic, partition)) in assigned
+            tp: OffsetAndMetadata(offset, "", -1)
+            for tp, offset in pending.items()
+            if tp in assigned
         }
         if request:
-            consumer.commit(request)
+            consumer.commit_async(request, callback=self._committed)
+
+    def _committed(self, offsets: dict[TopicPartition, Any], response: Any) -> None:
+        """On kafka-python's I/O thread: a commit that failed is tried again (unless its
+        partition went elsewhere meanwhile, when the revoke committed what it could)."""
+        if isinstance(response, Exception):
+            with self._pending_lock:
+                for tp, meta in offsets.items():
+                    if meta.offset > self._pending.get(tp, -1):
+                        self._pending[tp] = meta.offset
+
+    def take_pending(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        """The commits still waiting for ``partitions`` (for the revoke to send)."""
+        with self._pending_lock:
+            return {tp: self._pending.pop(tp) for tp in partitions if tp in self._pending}
 
 
 class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
@@ -351,10 +384,11 @@ class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
         except Exception as exc:  # the loop is gone or busy: what was handled comes back
             logger.debug("kafka engine %s: revoke failed: %r", reader.engine.name, exc)
             return
-        offsets = {
-            TopicPartition(topic, partition): OffsetAndMetadata(offset + 1, "", -1)
-            for (topic, partition), offset in ready.items()
-        }
+        commits = reader.take_pending(revoked)
+        for (topic, partition), offset in ready.items():
+            tp = TopicPartition(topic, partition)
+            commits[tp] = max(commits.get(tp, -1), offset + 1)
+        offsets = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in commits.items()}
         if offsets:
             try:
                 await consumer.commit_async(offsets)
