@@ -101,7 +101,6 @@ CASES = [
         "redis-streams", "redis", _redis_options("streams"), "modules.eventbus.engines.redis"
     ),
     EngineCase("kafka", "kafka", _kafka_options(False), "modules.eventbus.engines.kafka"),
-    EngineCase("kafka-group", "kafka", _kafka_options(True), "modules.eventbus.engines.kafka"),
 ]
 
 
