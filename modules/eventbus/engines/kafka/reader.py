@@ -51,6 +51,7 @@ logger = logging.getLogger("modules.eventbus.engines.kafka")
 
 POLL_MS = 100  # one poll's wait when nothing arrives: subscription changes wait at most this
 PROBE_INTERVAL = 2.0  # seconds without records before the brokers are asked if they are there
+CLOSE_MS = 1000  # how long closing a consumer waits for the broker
 REVOKE_SETTLE_WAIT = 2.0  # seconds a revoked partition's in-flight events get to settle
 
 Source = tuple[str, int]  # (Kafka topic, partition): what the acknowledgement tracker counts
@@ -104,6 +105,8 @@ class Reader:
         await self.engine.writer.ensure_topics(
             [name for sub in subs if (name := self.topics.exact(sub)) is not None]
         )
+        if session.number > 0 and self.group is None:
+            await self.bridge.call(self._renew_positions)
         await self.follow(subs if session.number == 0 else ())
         session.ready()
         await self._receive()
@@ -202,6 +205,36 @@ class Reader:
             self._consumer = new_consumer(self.settings, self.engine.name, self.group)
         self._probe()
 
+    def _renew_positions(self) -> None:
+        """After a reconnection (no group): go on with a new consumer from where the old one
+        was (a consumer that lived through a broker restart was seen to fetch nothing more
+        from Tansu). A partition that now ends before that position was emptied (a broker
+        without persistence restarted): it is read from its start. A position inside the
+        new log cannot be told from one that survived."""
+        consumer = self._consumer
+        assert consumer is not None
+        assigned = sorted(consumer.assignment())
+        positions = {tp: consumer.position(tp) for tp in assigned}
+        ends = consumer.end_offsets(assigned) if assigned else {}
+        consumer.close(autocommit=False, timeout_ms=CLOSE_MS)
+        self._consumer = None
+        self._consumer = renewed = new_consumer(self.settings, self.engine.name, None)
+        if not assigned:
+            return
+        renewed.assign(assigned)
+        lost = [tp for tp in assigned if positions[tp] > ends[tp]]
+        for tp in assigned:
+            if tp not in lost:
+                renewed.seek(tp, positions[tp])
+        if lost:
+            logger.warning(
+                "kafka engine %s: %d partitions hold less than was read from them (the broker "
+                "lost data); reading them from their start",
+                self.engine.name,
+                len(lost),
+            )
+            renewed.seek_to_beginning(*lost)
+
     def _probe(self) -> None:
         consumer = self._consumer
         assert consumer is not None
@@ -212,7 +245,7 @@ class Reader:
     def _close(self) -> None:
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
-            consumer.close(autocommit=False)
+            consumer.close(autocommit=False, timeout_ms=CLOSE_MS)
 
     def _follow(
         self,
