@@ -9,6 +9,7 @@ seconds. The legacy ``externalBrokerURL`` / ``externalBrokerUser`` /
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -321,6 +322,11 @@ class KafkaEngineConfig(BrokerEngineConfig):
         password = _secret_text(self.security.sasl_password)
         if password:
             found.append(password)
+        if self.external_broker_url:  # a sasl_ssl:// url is no url to urllib (the "_")
+            with contextlib.suppress(FieldError):
+                url_password = _split_legacy_url(self.external_broker_url)[3]
+                if url_password:
+                    found.append(url_password)
         return found
 
     def address(self) -> str:
