@@ -1,4 +1,4 @@
-"""``python -m benchmarks [memory] [codec] [redis] [--repeat N] [--profile]``.
+"""``python -m benchmarks [memory] [codec] [redis] [kafka] [--repeat N] [--profile]``.
 
 With no part named, every part runs. A part that fails (Redis down, say) is reported as an
 error and makes the exit status non-zero; the other parts still run.
@@ -13,10 +13,10 @@ import platform
 import sys
 import traceback
 
-from . import codec, memory, redis_e2e
+from . import codec, kafka_e2e, memory, redis_e2e
 from .profiling import profile_memory
 
-PARTS = ("memory", "codec", "redis")
+PARTS = ("memory", "codec", "redis", "kafka")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -33,6 +33,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--redis-events", type=int, default=20_000, help="redis: events per run (default 20000)"
+    )
+    parser.add_argument(
+        "--kafka-events", type=int, default=20_000, help="kafka: events per run (default 20000)"
     )
     parser.add_argument(
         "--codec-calls", type=int, default=50_000, help="codec: calls per run (default 50000)"
@@ -66,6 +69,8 @@ def main(argv: list[str]) -> int:
                     profile_memory(args.deliveries)
             elif part == "codec":
                 codec.run(args.codec_calls, args.repeat)
+            elif part == "kafka":
+                asyncio.run(kafka_e2e.run(args.kafka_events, args.repeat))
             else:
                 asyncio.run(redis_e2e.run(args.redis_events, args.repeat))
         except Exception:
