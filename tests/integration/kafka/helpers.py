@@ -80,7 +80,7 @@ def delete_topics(prefix: str, brokers: str = BROKERS) -> None:
         client.close()
 
 
-def produce_raw(topic: str, values: list[bytes | None], brokers: str = BROKERS) -> None:
+def produce_raw(topic: str, values: list[bytes], brokers: str = BROKERS) -> None:
     """Records put straight on the broker by a plain kafka-python producer."""
     producer = KafkaProducer(bootstrap_servers=brokers, enable_idempotence=False)
     try:

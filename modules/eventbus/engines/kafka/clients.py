@@ -47,6 +47,9 @@ def new_producer(settings: KafkaEngineConfig, engine: str) -> KafkaProducer:
         # a publish fails within publishTimeout, and is not sent later behind its back.
         max_block_ms=publish_ms,
         delivery_timeout_ms=max(publish_ms, base["request_timeout_ms"] + settings.linger_ms),
+        # The engine creates its topics (partitions, replicationFactor); the producer's own
+        # metadata requests must not, with the broker's defaults, behind its back.
+        allow_auto_create_topics=False,
     )
 
 

@@ -77,6 +77,7 @@ class Reader:
         self._pending: dict[TopicPartition, int] = {}  # group: commits not sent yet
         self._pending_lock = threading.Lock()  # the I/O thread re-queues failed commits
         self._assigned: dict[TopicPartition, None] = {}  # no group: what we assigned
+        self._positions: dict[TopicPartition, int] = {}  # no group: the next offset to read
         self._discovered_at = 0.0
 
     # --- on the loop ------------------------------------------------------------------
@@ -99,14 +100,17 @@ class Reader:
         """Connect, follow every subscription, then receive until the link breaks. The
         subscriptions of the first session start now; after a reconnection each partition
         goes on from where it was (or from the oldest event, if the broker lost it)."""
-        await self.bridge.call(self._connect)
+        if session.number > 0:
+            self._replace_consumer()
+        wait = self.settings.publish_timeout + 1.0
+        await bounded(self.bridge.call(self._connect), wait)
         subs = list(self.engine.dispatcher.subscriptions.items())
         # A broker that lost its state (kept in memory, restarted) lost the topics too.
         await self.engine.writer.ensure_topics(
             [name for sub in subs if (name := self.topics.exact(sub)) is not None]
         )
         if session.number > 0 and self.group is None:
-            await self.bridge.call(self._renew_positions)
+            await bounded(self.bridge.call(self._restore), wait)
         await self.follow(subs if session.number == 0 else ())
         session.ready()
         await self._receive()
@@ -132,6 +136,21 @@ class Reader:
                 starts = await self.engine.writer.start_group_at(group, ends)
         await self.bridge.call(self._follow, pattern, exact, patterns, starts)
 
+    def _replace_consumer(self) -> None:
+        """A new session after a failure gets a new consumer on a new thread: a consumer that
+        lived through a broker restart was seen to fetch nothing more from Tansu, or to wait
+        for metadata for good. The old one is closed on its own thread, or left behind."""
+        old_bridge, old_consumer = self.bridge, self._consumer
+        self._consumer = None
+        self._pattern = None
+        self.bridge = ThreadBridge(old_bridge.name)
+        self.bridge.start()
+        if not old_bridge.running:
+            return
+        if old_consumer is not None:
+            old_bridge.submit(_close_quietly, old_consumer).add_done_callback(_quiet)
+        self.engine.spawn(old_bridge.close(CLOSE_MS / 1000 + 0.5), "old-consumer")
+
     def published(self, name: str) -> None:
         """This engine just created the topic ``name``: a pattern may want it (no group; a
         group's pattern subscription finds it within ``metadataMaxAge``)."""
@@ -147,17 +166,18 @@ class Reader:
         bridge = self.bridge
         discover_every = self.settings.metadata_max_age if self.group is None else math.inf
         probed = discovered = time.monotonic()
+        wait = self.settings.publish_timeout + 1.0  # a metadata round trip, at most
         while True:
             if acks.unsettled >= limit:  # the local fan-out is behind: let it catch up
                 await self._settling(lambda: acks.unsettled < limit)
             records = await bridge.call(self._poll)
             now = time.monotonic()
             if now - discovered >= discover_every:
-                await bridge.call(self._discover)
+                await bounded(bridge.call(self._discover), wait)
                 probed = discovered = now
             if not records:
                 if now - probed >= PROBE_INTERVAL:
-                    await bridge.call(self._probe)
+                    await bounded(bridge.call(self._probe), wait)
                     probed = discovered = now
                 continue
             probed = now
@@ -205,27 +225,25 @@ class Reader:
             self._consumer = new_consumer(self.settings, self.engine.name, self.group)
         self._probe()
 
-    def _renew_positions(self) -> None:
-        """After a reconnection (no group): go on with a new consumer from where the old one
-        was (a consumer that lived through a broker restart was seen to fetch nothing more
-        from Tansu). A partition that now ends before that position was emptied (a broker
-        without persistence restarted): it is read from its start. A position inside the
-        new log cannot be told from one that survived."""
+    def _restore(self) -> None:
+        """No group, after a reconnection: the new consumer goes on from where reading was.
+        A partition that now ends before that position was emptied (a broker without
+        persistence restarted): it is read from its start. (A position inside the new log
+        cannot be told from one that survived.)"""
         consumer = self._consumer
         assert consumer is not None
-        assigned = sorted(consumer.assignment())
-        positions = {tp: consumer.position(tp) for tp in assigned}
-        ends = consumer.end_offsets(assigned) if assigned else {}
-        consumer.close(autocommit=False, timeout_ms=CLOSE_MS)
-        self._consumer = None
-        self._consumer = renewed = new_consumer(self.settings, self.engine.name, None)
-        if not assigned:
+        positions = dict(self._positions)
+        if not positions:
             return
-        renewed.assign(assigned)
-        lost = [tp for tp in assigned if positions[tp] > ends[tp]]
-        for tp in assigned:
+        # The topics as they are now (a re-created topic may have other partitions).
+        partitions = _partitions(consumer, sorted({tp.topic for tp in positions}))
+        self._assigned = dict.fromkeys(partitions)
+        consumer.assign(partitions)
+        ends = consumer.end_offsets(partitions)
+        lost = [tp for tp in partitions if positions.get(tp, math.inf) > ends.get(tp, 0)]
+        for tp in partitions:
             if tp not in lost:
-                renewed.seek(tp, positions[tp])
+                consumer.seek(tp, positions[tp])
         if lost:
             logger.warning(
                 "kafka engine %s: %d partitions hold less than was read from them (the broker "
@@ -233,7 +251,7 @@ class Reader:
                 self.engine.name,
                 len(lost),
             )
-            renewed.seek_to_beginning(*lost)
+            consumer.seek_to_beginning(*lost)
 
     def _probe(self) -> None:
         consumer = self._consumer
@@ -261,6 +279,7 @@ class Reader:
         if pattern is None:
             self._pattern = None
             self._assigned.clear()
+            self._positions.clear()
             consumer.unsubscribe()
             return
         if self.group is None:
@@ -294,9 +313,11 @@ class Reader:
         starts = consumer.beginning_offsets(new) if earliest else consumer.end_offsets(new)
         keep.update(dict.fromkeys(new))
         self._assigned = keep
+        self._positions = {tp: self._positions[tp] for tp in keep if tp in self._positions}
         consumer.assign(list(keep))
         for tp in new:
             consumer.seek(tp, starts[tp])
+            self._positions[tp] = starts[tp]
 
     def _discover(self) -> None:
         consumer = self._consumer
@@ -320,8 +341,9 @@ class Reader:
         new = [TopicPartition(t, p) for t in found for p in consumer.partitions_for_topic(t)]
         self._assigned.update(dict.fromkeys(new))
         consumer.assign(list(self._assigned))
-        for tp in new:
-            consumer.seek_to_beginning(tp)
+        consumer.seek_to_beginning(*new)
+        for tp, offset in consumer.beginning_offsets(new).items():
+            self._positions[tp] = offset
 
     def _new_partitions(
         self, exact: list[str], patterns: list[re.Pattern[str]]
@@ -351,6 +373,10 @@ class Reader:
             self._send_pending()
         if not batches:
             return []
+        if self.group is None and consumer is self._consumer:
+            positions = self._positions
+            for tp, records in batches.items():
+                positions[tp] = records[-1].offset + 1
         if len(batches) == 1:
             return next(iter(batches.values()))
         return [record for records in batches.values() for record in records]
@@ -449,6 +475,14 @@ class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
             start = reader._starts.pop(tp, None)
             if start is not None:
                 consumer.seek(tp, start)
+
+
+def _partitions(consumer: KafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
+    return [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t))]
+
+
+def _close_quietly(consumer: KafkaConsumer) -> None:
+    consumer.close(autocommit=False, timeout_ms=CLOSE_MS)
 
 
 def _quiet(future: asyncio.Future[Any]) -> None:
