@@ -179,6 +179,11 @@ class Reader:
                 if now - probed >= PROBE_INTERVAL:
                     await bounded(bridge.call(self._probe), wait)
                     probed = discovered = now
+                    if not engine.connection.is_up:
+                        # A publish saw the broker gone; the consumer lived through it
+                        # (kafka-python reconnected it).
+                        engine.dispatcher.stats.reconnects += 1
+                        engine.connection.mark_up()
                 continue
             probed = now
             for record in records:
