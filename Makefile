@@ -21,7 +21,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-services:
+services: $(STAMP)
 	bash scripts/services.sh start
 
 services-stop:

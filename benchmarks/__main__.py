@@ -1,4 +1,4 @@
-"""``python -m benchmarks [memory] [codec] [redis] [kinesis] [--repeat N] [--profile]``.
+"""``python -m benchmarks [memory] [codec] [redis] [kafka] [kinesis] [--repeat N] [--profile]``.
 
 With no part named, every part runs. A part that fails (Redis down, say) is reported as an
 error and makes the exit status non-zero; the other parts still run.
@@ -13,10 +13,10 @@ import platform
 import sys
 import traceback
 
-from . import codec, kinesis_e2e, memory, redis_e2e
+from . import codec, kafka_e2e, kinesis_e2e, memory, redis_e2e
 from .profiling import profile_memory
 
-PARTS = ("memory", "codec", "redis", "kinesis")
+PARTS = ("memory", "codec", "redis", "kafka", "kinesis")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -39,6 +39,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
         type=int,
         default=20_000,
         help="kinesis: events per run (default 20000)",
+    )
+    parser.add_argument(
+        "--kafka-events", type=int, default=20_000, help="kafka: events per run (default 20000)"
     )
     parser.add_argument(
         "--codec-calls", type=int, default=50_000, help="codec: calls per run (default 50000)"
@@ -74,6 +77,8 @@ def main(argv: list[str]) -> int:
                 codec.run(args.codec_calls, args.repeat)
             elif part == "kinesis":
                 asyncio.run(kinesis_e2e.run(args.kinesis_events, args.repeat))
+            elif part == "kafka":
+                asyncio.run(kafka_e2e.run(args.kafka_events, args.repeat))
             else:
                 asyncio.run(redis_e2e.run(args.redis_events, args.repeat))
         except Exception:

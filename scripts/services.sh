@@ -38,7 +38,7 @@ stop_redis() {
 }
 
 case "${1:-start}" in
-  start) start_redis; bash scripts/kinesis.sh start ;;
-  stop) stop_redis; bash scripts/kinesis.sh stop ;;
+  start) start_redis; bash scripts/kafka.sh start; bash scripts/kinesis.sh start ;;
+  stop) stop_redis; bash scripts/kafka.sh stop; bash scripts/kinesis.sh stop ;;
   *) echo "usage: $0 start|stop" >&2; exit 2 ;;
 esac

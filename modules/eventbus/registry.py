@@ -23,9 +23,10 @@ _BUILTIN: dict[str, str] = {
     "custom": "modules.eventbus.engines.custom:CustomEngine",
     "redis": "modules.eventbus.engines.redis:RedisEngine",
     "kinesis": "modules.eventbus.engines.kinesis:KinesisEngine",
+    "kafka": "modules.eventbus.engines.kafka:KafkaEngine",
 }
 # Reserved for engines of later releases: a clear error instead of "unknown type".
-_RESERVED = {"kafka": "kafka"}
+_RESERVED: dict[str, str] = {}
 
 _factories: dict[str, EngineFactory] = {}
 _lock = threading.Lock()

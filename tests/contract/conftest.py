@@ -32,6 +32,7 @@ from .helpers import CAPABILITIES
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 KINESIS_ENDPOINT = "http://127.0.0.1:4567"
+KAFKA_BROKERS = "127.0.0.1:9092"  # the Tansu broker scripts/kafka.sh starts
 ENGINE = "main"  # the name of the engine under test in every bus of the suite
 
 # (engine config map, topic, raw bytes): put bytes where the engine reads ``topic`` from.
@@ -107,6 +108,10 @@ def _kinesis_options(checkpoints: bool) -> Callable[[str], dict[str, Any]]:
     return options
 
 
+def _kafka_options(namespace: str) -> dict[str, Any]:
+    return {"brokers": KAFKA_BROKERS, "topicPrefix": f"{namespace}.", "metadataMaxAge": "1s"}
+
+
 CASES = [
     EngineCase("memory", "memory", _no_options, "modules.eventbus.engines.memory"),
     EngineCase("custom", "custom", _custom_options, "modules.eventbus.engines.custom"),
@@ -129,6 +134,7 @@ CASES = [
         "modules.eventbus.engines.kinesis",
         wire_names_place=False,
     ),
+    EngineCase("kafka", "kafka", _kafka_options, "modules.eventbus.engines.kafka"),
 ]
 
 
@@ -216,6 +222,56 @@ async def _kinesis_put_raw(options: Mapping[str, Any], topic: str, data: bytes) 
     await asyncio.to_thread(put)
 
 
+# --- Kafka, reached directly with kafka-python (blocking: on a thread) --------------------
+
+
+def _kafka_admin() -> Any:
+    from kafka import KafkaAdminClient
+
+    return KafkaAdminClient(bootstrap_servers=KAFKA_BROKERS, bootstrap_timeout_ms=5000)
+
+
+async def _kafka_check(options: Mapping[str, Any]) -> None:
+    def check() -> None:
+        _kafka_admin().close()
+
+    try:
+        await asyncio.to_thread(check)
+    except Exception as exc:
+        raise RuntimeError(
+            f"no Kafka broker answers at {KAFKA_BROKERS} (make test starts one: "
+            f"scripts/kafka.sh start): {exc}"
+        ) from exc
+
+
+async def _kafka_cleanup(options: Mapping[str, Any]) -> None:
+    prefix = str(options["topicPrefix"])
+
+    def cleanup() -> None:
+        admin = _kafka_admin()
+        try:
+            topics = [t for t in admin.list_topics() if t.startswith(prefix)]
+            if topics:
+                admin.delete_topics(topics)
+        finally:
+            admin.close()
+
+    await asyncio.to_thread(cleanup)
+
+
+async def _kafka_produce_raw(options: Mapping[str, Any], topic: str, data: bytes) -> None:
+    def produce() -> None:
+        from kafka import KafkaProducer
+
+        producer = KafkaProducer(bootstrap_servers=KAFKA_BROKERS, enable_idempotence=False)
+        try:
+            producer.send(f"{options['topicPrefix']}{topic}", value=data).get(timeout=10)
+        finally:
+            producer.close()
+
+    await asyncio.to_thread(produce)
+
+
 BROKERS: dict[str, Broker] = {
     "redis": Broker(
         check=_redis_check,
@@ -225,6 +281,7 @@ BROKERS: dict[str, Broker] = {
     "kinesis": Broker(
         check=_kinesis_check, cleanup=_kinesis_cleanup, injectors={"": _kinesis_put_raw}
     ),
+    "kafka": Broker(check=_kafka_check, cleanup=_kafka_cleanup, injectors={"": _kafka_produce_raw}),
 }
 
 

@@ -214,6 +214,13 @@ class WatermarkAcks(Generic[S, P]):
     def sources(self) -> list[S]:
         return list(self._runs)
 
+    # --- added for the Kafka engine: a rebalance gives a revoked partition's events a
+    # moment to settle before it commits and revokes.
+    def unsettled_in(self, source: S) -> int:
+        """How many messages of ``source`` are handed out and not settled."""
+        run = self._runs.get(source)
+        return 0 if run is None else sum(1 for e in run.entries if not e[1])
+
     def clear(self) -> None:
         self._runs.clear()
         self.wakeup.clear()

@@ -1,0 +1,62 @@
+"""A bus in a process of its own, driven through stdin/stdout by the cross-process tests.
+
+    python -m tests.integration.kafka.peer '<engine config as JSON>' sub <topic> [<ms>]
+    python -m tests.integration.kafka.peer '<engine config as JSON>' pub <topic> <count>
+
+Both print ``READY`` once the bus is started (and, for ``sub``, subscribed). A subscriber
+prints ``GOT <event id> <payload as JSON>`` per event (after ``ms`` milliseconds of work, if
+given; the line comes before the event is committed) and stops at ``STOP`` on stdin; a
+publisher waits for ``GO``, publishes ``count`` events, prints ``SENT <event id>`` for
+each, then ``DONE``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+from modular import Application
+from modules.eventbus import Event, EventBusModule
+
+from .helpers import bus_settings
+
+
+def say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+async def read_line() -> str:
+    line: str = await asyncio.to_thread(sys.stdin.readline)
+    return line.strip()
+
+
+async def main(config: str, role: str, topic: str, number: int = 0) -> None:
+    app = Application(bus_settings(json.loads(config)), envvar_prefix=None)
+    app.register_module(EventBusModule())
+    async with app:
+        bus = app.get_service("eventbus.provider", EventBusModule)
+        if role == "sub":
+
+            async def handler(event: Event) -> None:
+                say(f"GOT {event.id} {json.dumps(event.payload)}")
+                if number:
+                    await asyncio.sleep(number / 1000)
+
+            await bus.subscribe(topic, handler)
+            say("READY")
+            while await read_line() not in ("STOP", ""):
+                pass
+        else:
+            say("READY")
+            await read_line()  # GO
+            for i in range(number):
+                event = await bus.publish(topic, {"n": i}, partition_key=str(i))
+                say(f"SENT {event.id}")
+            say("DONE")
+
+
+if __name__ == "__main__":
+    arguments = sys.argv[1:]
+    asyncio.run(main(arguments[0], arguments[1], arguments[2], *map(int, arguments[3:])))
