@@ -25,8 +25,6 @@ _BUILTIN: dict[str, str] = {
     "kinesis": "modules.eventbus.engines.kinesis:KinesisEngine",
     "kafka": "modules.eventbus.engines.kafka:KafkaEngine",
 }
-# Reserved for engines of later releases: a clear error instead of "unknown type".
-_RESERVED: dict[str, str] = {}
 
 _factories: dict[str, EngineFactory] = {}
 _lock = threading.Lock()
@@ -55,7 +53,7 @@ def unregister_engine(type_name: str) -> None:
 
 def known_engine_types() -> set[str]:
     with _lock:
-        return set(_BUILTIN) | set(_RESERVED) | set(_factories)
+        return set(_BUILTIN) | set(_factories)
 
 
 def create_engine(type_name: str, name: str, config: Mapping[str, Any], path: str) -> Engine:
@@ -69,11 +67,6 @@ def create_engine(type_name: str, name: str, config: Mapping[str, Any], path: st
             raise
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{path}.config: engine {name!r} ({type_name}): {exc}") from exc
-    if type_name in _RESERVED:
-        raise ConfigError(
-            f"{path}.type: engine type {type_name!r} is not available in this release; "
-            f"available: {', '.join(sorted(set(_BUILTIN) | set(_factories)))}"
-        )
     target = _BUILTIN.get(type_name)
     if target is None:
         known = sorted(known_engine_types())

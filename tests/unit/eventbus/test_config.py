@@ -275,12 +275,6 @@ async def test_bad_value_inside_an_engine_config_map() -> None:
     assert "eventbus.engines[0].config.metricsinterval" in flat(str(error))
 
 
-async def test_reserved_engine_type_is_a_config_error() -> None:
-    error = await init_error({"engines": [{"name": "k", "type": "kinesis"}]})
-    assert "eventbus.engines[0].type" in str(error)
-    assert "kinesis" in str(error)
-
-
 @pytest.mark.parametrize(
     "config",
     [
