@@ -51,6 +51,7 @@ class LoopbackEngine(BrokerEngine):
         self.watermarks: WatermarkAcks[str, int] = WatermarkAcks()
         self.acks = self.watermarks
         self.sessions = 0
+        self.send_attempts = 0
         self.hang_on_close = False
 
     async def session(self, session: Session) -> None:
@@ -66,6 +67,7 @@ class LoopbackEngine(BrokerEngine):
             await self.inbound.receive(data, Origin(f"topic {topic}", topic), settle)
 
     async def send_batch(self, batch: Sequence[Outgoing]) -> None:
+        self.send_attempts += 1
         if not self.broker.up:
             raise ConnectionRefusedError("loopback broker is down")
         for item in batch:
@@ -241,8 +243,9 @@ async def test_stop_is_bounded_when_acknowledging_and_closing_hang(
     await engine.publish(event("t.a", 1))
     await got.wait_count(1)
     broker.frozen, broker.up, engine.hang_on_close = True, False, True
+    attempts = engine.send_attempts
     waiting = asyncio.ensure_future(engine.publish(event("t.a", 2)))
-    await asyncio.sleep(0.01)  # the publish is being retried
+    await wait_for(lambda: engine.send_attempts > attempts, what="the publish being retried")
     loop = asyncio.get_running_loop()
     started = loop.time()
     await engine.stop(0.5)

@@ -10,6 +10,7 @@ import pytest
 
 from modules.eventbus import EngineUnavailableError, Event, EventEncodeError
 from modules.eventbus.engines.broker import Backoff, ConnectionHealth, Masker, Outbox, Outgoing
+from tests.helpers import wait_for
 
 
 def event(n: int, payload: object = None) -> Event:
@@ -106,7 +107,7 @@ async def test_stop_fails_what_is_still_waiting_and_refuses_new_publishes() -> N
     box = outbox(broker, timeout=30.0)
     box.start()
     waiting = [asyncio.ensure_future(box.publish(event(n))) for n in range(6)]
-    await asyncio.sleep(0.01)  # they are queued and being retried
+    await wait_for(lambda: broker.down < 10**9, what="a send attempt")  # being retried
     await box.stop(0.05)
     results = await asyncio.gather(*waiting, return_exceptions=True)
     assert all(isinstance(r, EngineUnavailableError) for r in results), results

@@ -124,13 +124,16 @@ async def test_stop_is_bounded_by_shutdown_timeout_when_a_handler_ignores_cancel
 ) -> None:
     h = await make_bus({"shutdownTimeout": "500ms"})
     released = asyncio.Event()
-    started = asyncio.Event()
+    started, finished = asyncio.Event(), asyncio.Event()
 
     async def stubborn(event: Event) -> None:
         started.set()
-        while not released.is_set():
-            with contextlib.suppress(asyncio.CancelledError):  # a badly written handler
-                await asyncio.sleep(0.01)
+        try:
+            while not released.is_set():
+                with contextlib.suppress(asyncio.CancelledError):  # a badly written handler
+                    await asyncio.sleep(0.01)
+        finally:
+            finished.set()
 
     subscribe = h.bus.subscribe_async if is_async else h.bus.subscribe
     await subscribe("t", stubborn)
@@ -147,7 +150,7 @@ async def test_stop_is_bounded_by_shutdown_timeout_when_a_handler_ignores_cancel
     assert h.bus.stats() == (0, 1)  # the abandoned event counts as dropped
     assert any("abandoned" in r.getMessage() for r in caplog.records)
     # The abandoned handler finishing later is not counted again.
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(finished.wait(), 5)
     assert h.bus.stats() == (0, 1)
 
 
@@ -199,11 +202,12 @@ async def test_other_publishers_still_wait_in_block_mode(make_bus: MakeBus) -> N
         await gate.wait()
         seen.append(event.payload)
 
-    await h.bus.subscribe("t", slow)
+    sub = await h.bus.subscribe("t", slow)
     await h.bus.publish("t", 0)  # being handled
     await h.bus.publish("t", 1)  # queued: the mailbox is full now
     blocked = asyncio.get_running_loop().create_task(h.bus.publish("t", 2))
-    await asyncio.sleep(0.02)
+    mailbox = h.bus.engine("default").dispatcher._mailboxes[sub]  # type: ignore[attr-defined]
+    await wait_for(lambda: bool(mailbox.putters), what="the publisher waiting for room")
     assert not blocked.done()  # an outside publisher waits for room, as block mode says
     gate.set()
     await asyncio.wait_for(blocked, 5)
@@ -464,13 +468,16 @@ async def test_an_abandoned_handler_is_counted_once(
 ) -> None:
     h = await make_bus({"shutdownTimeout": "100ms"})
     released = asyncio.Event()
-    started = asyncio.Event()
+    started, finished = asyncio.Event(), asyncio.Event()
 
     async def stubborn(event: Event) -> None:
         started.set()
-        while not released.is_set():
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.sleep(0.01)
+        try:
+            while not released.is_set():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(0.01)
+        finally:
+            finished.set()
         raise asyncio.CancelledError  # on its way out, after it was abandoned
 
     await h.bus.subscribe("t", stubborn)
@@ -479,7 +486,7 @@ async def test_an_abandoned_handler_is_counted_once(
     with caplog.at_level(logging.ERROR, "modules.eventbus"):
         await h.app.stop()
     released.set()
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(finished.wait(), 5)
     assert h.bus.stats() == (0, 1)
     engine = h.bus.engine("default")
     assert engine.dispatcher.pending == 0  # type: ignore[attr-defined]
