@@ -20,7 +20,15 @@ from ...delivery import Outcome
 from ..base import EngineHealth, HealthState
 from .acks import DECODE_ERROR, AckTracker, MessageAcks, Settle, WatermarkAcks
 from .bridge import HandOff, ThreadBridge
-from .config import MIB, BrokerEngineConfig, Masker, PositiveDuration, mask_url, url_secrets
+from .config import (
+    MIB,
+    BrokerEngineConfig,
+    Masker,
+    PositiveDuration,
+    mask_url,
+    secret_text,
+    url_secrets,
+)
 from .engine import BrokerEngine, Session
 from .health import Backoff, ConnectionHealth
 from .inbound import Inbound, Origin
@@ -53,5 +61,6 @@ __all__ = [
     "bounded",
     "cancel",
     "mask_url",
+    "secret_text",
     "url_secrets",
 ]

@@ -7,8 +7,8 @@ snake_case, like every engine's.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Annotated
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any, ClassVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import BeforeValidator, Field, SecretStr, model_validator
@@ -28,6 +28,13 @@ MAX_MESSAGE_SIZE = 512 * MIB  # Redis' largest bulk string (proto-max-bulk-len),
 MAX_BATCH_SIZE = 100_000
 
 PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0, le=MAX_DURATION)]
+
+
+def secret_text(value: object) -> str:
+    """The text of a setting that may be a SecretStr (empty for None or "")."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return str(value) if value else ""
 
 
 # Sizes and counts: whole numbers (a bool is refused; a numeric string, as an environment
@@ -59,6 +66,11 @@ class BrokerEngineConfig(EngineConfig):
     ``deliveryMode`` (at the top of the section or in the engine's own ``config``).
     """
 
+    # The engine's own keys (address, user, secret) that the legacy externalBrokerURL /
+    # externalBrokerUser / externalBrokerPassword fill when the user left them unset; None
+    # for an engine that maps the legacy keys itself.
+    legacy_broker_keys: ClassVar[tuple[str, str, str] | None] = None
+
     connect_timeout: PositiveDuration = 10.0
     require_at_start: bool = False
     publish_timeout: PositiveDuration = 5.0
@@ -66,6 +78,18 @@ class BrokerEngineConfig(EngineConfig):
     batch_size: BatchSize = 500
     reconnect_min_delay: PositiveDuration = 0.05
     reconnect_max_delay: PositiveDuration = 2.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_broker_settings(cls, data: Any) -> Any:
+        if cls.legacy_broker_keys is None or not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        legacy = ("external_broker_url", "external_broker_user", "external_broker_password")
+        for own, old in zip(cls.legacy_broker_keys, legacy, strict=True):
+            if not secret_text(data.get(own)) and secret_text(data.get(old)):
+                data[own] = data[old]
+        return data
 
     @model_validator(mode="after")
     def _backoff_in_order(self) -> BrokerEngineConfig:

@@ -28,7 +28,7 @@ from pydantic import (
 from modular import FieldError, mask_url
 
 from ...config import PositiveInt, QueueSize
-from ..broker import BrokerEngineConfig, PositiveDuration
+from ..broker import BrokerEngineConfig, PositiveDuration, secret_text
 
 DEFAULT_BROKER = "127.0.0.1:9092"
 # Kafka brokers refuse session timeouts above group.max.session.timeout.ms (30 min by default).
@@ -56,12 +56,6 @@ def _upper(value: object) -> object:
 
 def _lower(value: object) -> object:
     return value.strip().lower() if isinstance(value, str) else value
-
-
-def _secret_text(value: object) -> str:
-    if isinstance(value, SecretStr):
-        return value.get_secret_value()
-    return str(value) if value else ""
 
 
 class KafkaSecurity(BaseModel):
@@ -98,9 +92,9 @@ class KafkaSecurity(BaseModel):
         if self.sasl:
             if not self.sasl_username:
                 raise FieldError(("sasl_username",), f"protocol {self.protocol} needs a user name")
-            if not _secret_text(self.sasl_password):
+            if not secret_text(self.sasl_password):
                 raise FieldError(("sasl_password",), f"protocol {self.protocol} needs a password")
-        elif self.sasl_mechanism or self.sasl_username or _secret_text(self.sasl_password):
+        elif self.sasl_mechanism or self.sasl_username or secret_text(self.sasl_password):
             raise FieldError(
                 ("protocol",),
                 f"SASL settings need protocol SASL_PLAINTEXT or SASL_SSL, not {self.protocol}",
@@ -231,7 +225,7 @@ class KafkaEngineConfig(BrokerEngineConfig):
         data = dict(data)
         url = str(data.get("external_broker_url") or "").strip()
         user = str(data.get("external_broker_user") or "")
-        password = _secret_text(data.get("external_broker_password"))
+        password = secret_text(data.get("external_broker_password"))
         if not (url or user or password):
             return data
         protocol: str | None = None
@@ -319,7 +313,7 @@ class KafkaEngineConfig(BrokerEngineConfig):
 
     def secrets(self) -> list[str]:
         found = super().secrets()
-        password = _secret_text(self.security.sasl_password)
+        password = secret_text(self.security.sasl_password)
         if password:
             found.append(password)
         if self.external_broker_url:  # a sasl_ssl:// url is no url to urllib (the "_")
@@ -350,7 +344,7 @@ class KafkaEngineConfig(BrokerEngineConfig):
         if security.sasl:
             settings["sasl_mechanism"] = security.sasl_mechanism or "PLAIN"
             settings["sasl_plain_username"] = security.sasl_username
-            settings["sasl_plain_password"] = _secret_text(security.sasl_password)
+            settings["sasl_plain_password"] = secret_text(security.sasl_password)
         if security.tls:
             settings["ssl_check_hostname"] = security.ssl_check_hostname
             for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
-from typing import Annotated, Any, Literal
+from collections.abc import Iterable
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
@@ -25,12 +25,6 @@ MAX_BATCH_RECORDS = 500  # the PutRecords limits
 MAX_BATCH_BYTES = 5 * MIB
 
 
-def _secret_text(value: object) -> str:
-    if isinstance(value, SecretStr):
-        return value.get_secret_value()
-    return str(value) if value else ""
-
-
 class KinesisEngineConfig(BrokerEngineConfig):
     """The ``config`` map of a ``type: kinesis`` engine (camelCase or snake_case keys).
 
@@ -49,6 +43,12 @@ class KinesisEngineConfig(BrokerEngineConfig):
     ``batchSize`` is at most 500 and ``maxMessageSize`` at most 1 MiB (the PutRecords
     limits; a record's partition key counts towards its size).
     """
+
+    legacy_broker_keys: ClassVar[tuple[str, str, str] | None] = (
+        "endpoint_url",
+        "access_key_id",
+        "secret_access_key",
+    )
 
     region: str = "us-east-1"
     stream_name: str = "eventbus"
@@ -72,22 +72,6 @@ class KinesisEngineConfig(BrokerEngineConfig):
     checkpoint_key_prefix: str = "eventbus:kinesis:"
     checkpoint_interval: PositiveDuration = 1.0
     lease_duration: PositiveDuration = 10.0
-
-    @model_validator(mode="before")
-    @classmethod
-    def _legacy_broker_settings(cls, data: Any) -> Any:
-        if not isinstance(data, Mapping):
-            return data
-        data = dict(data)
-        legacy = {
-            "endpoint_url": data.get("external_broker_url"),
-            "access_key_id": data.get("external_broker_user"),
-            "secret_access_key": data.get("external_broker_password"),
-        }
-        for name, value in legacy.items():
-            if not _secret_text(data.get(name)) and _secret_text(value):
-                data[name] = value
-        return data
 
     @field_validator("stream_name")
     @classmethod

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Annotated, Any, Literal
+from collections.abc import Iterable
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
@@ -30,12 +30,6 @@ ReadCount = Annotated[int, BeforeValidator(whole_number), Field(gt=0, le=MAX_REA
 StreamLength = Annotated[int, BeforeValidator(whole_number), Field(ge=0, le=MAX_STREAM_LENGTH)]
 
 
-def _secret_text(value: object) -> str:
-    if isinstance(value, SecretStr):
-        return value.get_secret_value()
-    return str(value) if value else ""
-
-
 def masked_url(url: str) -> str:
     """``url`` without its secrets (password, secret query parameters)."""
     return mask_url(url)
@@ -58,6 +52,8 @@ class RedisEngineConfig(BrokerEngineConfig):
     events (a dropped entry is acknowledged).
     """
 
+    legacy_broker_keys: ClassVar[tuple[str, str, str] | None] = ("url", "username", "password")
+
     url: str = DEFAULT_URL
     db: DbNumber | None = None
     username: str | None = None
@@ -74,22 +70,6 @@ class RedisEngineConfig(BrokerEngineConfig):
     ssl_ca_certs: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _legacy_broker_settings(cls, data: Any) -> Any:
-        if not isinstance(data, Mapping):
-            return data
-        data = dict(data)
-        legacy = {
-            "url": data.get("external_broker_url"),
-            "username": data.get("external_broker_user"),
-            "password": data.get("external_broker_password"),
-        }
-        for field, value in legacy.items():
-            if not _secret_text(data.get(field)) and _secret_text(value):
-                data[field] = value
-        return data
 
     @field_validator("url")
     @classmethod
