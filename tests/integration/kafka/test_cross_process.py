@@ -2,88 +2,37 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import pytest
-
 from tests.helpers import wait_for
+from tests.integration import peers
 
-from .helpers import BROKERS, FAST_GROUP, ROOT, running_bus
+from .helpers import BROKERS, FAST_GROUP, running_bus
 
 DEADLINE = 40.0  # seconds for a step: Python start-up, the bus, and a group join or two
 REJOIN_DEADLINE = 90.0  # a group that must first expire a killed member
 
 
-class Peer:
-    """One ``peer.py`` process: lines to its stdin; its stdout lines, collected as they come."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.lines: list[str] = []
-        self.ended = False
-        self._reader = asyncio.get_running_loop().create_task(self._collect())
-
-    async def _collect(self) -> None:
-        assert self.process.stdout is not None
-        while raw := await self.process.stdout.readline():
-            self.lines.append(raw.decode().rstrip("\n"))
-        self.ended = True
-
-    async def expect(self, line: str) -> None:
-        await wait_for(lambda: line in self.lines or self.ended, DEADLINE, f"peer to say {line}")
-        if line not in self.lines:
-            assert self.process.stderr is not None
-            stderr = (await self.process.stderr.read()).decode(errors="replace")[-3000:]
-            pytest.fail(f"peer exited before {line!r}; stderr:\n{stderr}")
-
-    async def send(self, line: str) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(line.encode() + b"\n")
-        await self.process.stdin.drain()
-
+class Peer(peers.Peer):
     def received(self) -> list[str]:
         """Event ids of the GOT lines so far."""
-        return [line.split()[1] for line in self.lines if line.startswith("GOT ")]
+        return self.words("GOT ")
 
     def sent(self) -> list[str]:
-        return [line.split()[1] for line in self.lines if line.startswith("SENT ")]
-
-    def kill(self) -> None:
-        self.process.kill()
+        return self.words("SENT ")
 
 
 @asynccontextmanager
 async def peer(config: dict[str, Any], *arguments: str) -> AsyncIterator[Peer]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.integration.kafka.peer",
-        json.dumps(config),
-        *arguments,
-        cwd=ROOT,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    running = await peers.spawn(
+        Peer, "tests.integration.kafka.peer", config, *arguments, deadline=DEADLINE
     )
-    running = Peer(process)
     try:
         yield running
     finally:
-        if process.returncode is None:
-            assert process.stdin is not None
-            process.stdin.close()
-            try:
-                async with asyncio.timeout(DEADLINE):
-                    await process.wait()
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-        await asyncio.gather(running._reader, return_exceptions=True)
+        await running.end()
 
 
 async def test_without_a_group_every_process_gets_every_event(prefix: str) -> None:

@@ -6,94 +6,40 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import pytest
 import redis.asyncio as aioredis
 
 from tests.helpers import wait_until
+from tests.integration import peers
 
 from .conftest import REDIS_URL
-from .helpers import ROOT, all_records, engine_config, running_bus
+from .helpers import all_records, engine_config, running_bus
 
 STEP = 30.0  # seconds for a step: starting Python and a bus takes a while on a busy box
 
 
-class Peer:
-    """One ``peer.py`` process: lines to its stdin; its stdout lines, collected as they come."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.lines: list[str] = []
-        self.ended = False
-        self._reader = asyncio.get_running_loop().create_task(self._collect())
-
-    async def _collect(self) -> None:
-        assert self.process.stdout is not None
-        while raw := await self.process.stdout.readline():
-            self.lines.append(raw.decode().rstrip("\n"))
-        self.ended = True
-
-    async def expect(self, line: str) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + STEP
-        while line not in self.lines:
-            if self.ended:
-                assert self.process.stderr is not None
-                stderr = (await self.process.stderr.read()).decode()
-                pytest.fail(f"peer exited before {line!r}; stderr:\n{stderr}")
-            if loop.time() > deadline:
-                pytest.fail(f"peer said no {line!r} within {STEP}s; said {self.lines[-5:]}")
-            await asyncio.sleep(0.01)
-
-    async def send(self, line: str) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(line.encode() + b"\n")
-        await self.process.stdin.drain()
-
+class Peer(peers.Peer):
     def received(self) -> list[int]:
         return [json.loads(line[4:])["n"] for line in self.lines if line.startswith("GOT ")]
 
-    async def stop(self) -> None:
-        if self.process.returncode is None:
-            try:
-                await self.send("STOP")
-                async with asyncio.timeout(STEP):
-                    await self.process.wait()
-            except (TimeoutError, ConnectionError):
-                self.process.kill()
-                await self.process.wait()
-        await self._reader
-
 
 @asynccontextmanager
-async def peers() -> AsyncIterator[list[Peer]]:
-    """Start peers with ``start(config, *args)`` appended to the list; all end on exit."""
+async def running_peers() -> AsyncIterator[list[Peer]]:
+    """Start peers with ``start(started, config, *args)``; all end on exit."""
     started: list[Peer] = []
     try:
         yield started
     finally:
         for peer in started:
-            await peer.stop()
+            await peer.end("STOP")
 
 
 async def start(started: list[Peer], config: dict[str, Any], *args: str) -> Peer:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.integration.kinesis.peer",
-        json.dumps(config),
-        *args,
-        cwd=ROOT,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    peer = Peer(process)
+    peer = await peers.spawn(Peer, "tests.integration.kinesis.peer", config, *args, deadline=STEP)
     started.append(peer)
     await peer.expect("READY")
     return peer
@@ -101,7 +47,7 @@ async def start(started: list[Peer], config: dict[str, Any], *args: str) -> Peer
 
 async def test_a_publisher_process_and_a_subscriber_process(stream: str) -> None:
     config = engine_config(stream, shardCount=2)
-    async with peers() as started:
+    async with running_peers() as started:
         subscriber = await start(started, config, "sub", "orders.*")
         publisher = await start(started, config, "pub", "orders.placed", "50")
         await publisher.send("GO")
@@ -150,7 +96,7 @@ async def test_processes_of_one_app_share_the_shards_and_take_over_a_dead_ones(
         leaseDuration="1s",
         checkpointInterval="50ms",
     )
-    async with peers() as started, running_bus(config) as publisher:
+    async with running_peers() as started, running_bus(config) as publisher:
         first = await start(started, config, "sub", "jobs.*")
         second = await start(started, config, "sub", "jobs.*")
         first_pid, second_pid = first.process.pid, second.process.pid
