@@ -303,18 +303,20 @@ def invoke(sub: Subscription, event: Event, ctx: contextvars.Context) -> Any:
     A ``payload_type`` subscription gets the payload validated into its model first, so a
     payload that does not validate fails here and the handler never sees it.
     """
+    return ctx.run(_start, sub, event)
+
+
+def _start(sub: Subscription, event: Event) -> Any:
     if sub.payload_type is not None:
         event = event._replace(payload=sub.payload_type.model_validate(event.payload))
-    return ctx.run(sub.handler, event)
+    return sub.handler(event)
 
 
 def _begin(sub: Subscription, event: Event, mailbox: Mailbox) -> Any:
     """Inside the handler's context: mark ``mailbox`` as the one being served, then start
     the handler (one ``Context.run`` for both, on the consumers' hot path)."""
     _serving.set(mailbox)
-    if sub.payload_type is not None:
-        event = event._replace(payload=sub.payload_type.model_validate(event.payload))
-    return sub.handler(event)
+    return _start(sub, event)
 
 
 def finish(result: Any, ctx: contextvars.Context) -> Awaitable[None] | None:
