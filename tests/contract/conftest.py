@@ -108,8 +108,24 @@ def _kinesis_options(checkpoints: bool) -> Callable[[str], dict[str, Any]]:
     return options
 
 
-def _kafka_options(namespace: str) -> dict[str, Any]:
-    return {"brokers": KAFKA_BROKERS, "topicPrefix": f"{namespace}.", "metadataMaxAge": "1s"}
+def _kafka_options(group: bool) -> Callable[[str], dict[str, Any]]:
+    def options(namespace: str) -> dict[str, Any]:
+        config: dict[str, Any] = {
+            "brokers": KAFKA_BROKERS,
+            "topicPrefix": f"{namespace}.",
+            "metadataMaxAge": "1s",
+        }
+        if group:
+            # A named group (the durable flavour), with the short group timeouts of a test:
+            # a join takes about half the session timeout.
+            config |= {
+                "groupId": f"{namespace}-group",
+                "sessionTimeout": "6s",
+                "heartbeatInterval": "1s",
+            }
+        return config
+
+    return options
 
 
 CASES = [
@@ -134,7 +150,8 @@ CASES = [
         "modules.eventbus.engines.kinesis",
         wire_names_place=False,
     ),
-    EngineCase("kafka", "kafka", _kafka_options, "modules.eventbus.engines.kafka"),
+    EngineCase("kafka", "kafka", _kafka_options(False), "modules.eventbus.engines.kafka"),
+    EngineCase("kafka-group", "kafka", _kafka_options(True), "modules.eventbus.engines.kafka"),
 ]
 
 

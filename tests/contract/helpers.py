@@ -1,6 +1,8 @@
-"""Capability marks of the contract suite."""
+"""Capability marks of the contract suite, and what its tests read from the logs."""
 
 from __future__ import annotations
+
+import logging
 
 import pytest
 
@@ -13,3 +15,13 @@ def requires(*capabilities: str) -> pytest.MarkDecorator:
     if unknown:
         raise ValueError(f"unknown capabilities {sorted(unknown)}; known: {CAPABILITIES}")
     return pytest.mark.requires(*capabilities)
+
+
+def bus_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The warnings and errors the bus logged (not those of a broker's client library, such
+    as kafka-python's notes about its own I/O loop)."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and r.name.startswith("modules.eventbus")
+    ]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import pytest
 
 from modular import tenant_context
@@ -11,7 +9,7 @@ from modules.eventbus import DeliveryStats, EventBusModule
 from tests.helpers import DEADLINE, Recorder, wait_for
 
 from .conftest import ENGINE, ContractEnv
-from .helpers import requires
+from .helpers import bus_warnings, requires
 
 
 async def test_tenant_subscription_never_sees_another_tenants_event(
@@ -101,7 +99,7 @@ async def test_stats_count_deliveries_and_failures(
     await bus.publish("counted", {"i": "after"})
     await received.wait_payload({"i": "after"})
     await wait_for(lambda: bus.per_engine_stats()[ENGINE].failed == 6)
-    failures = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    failures = bus_warnings(caplog)
     assert len(failures) == 6
     assert all("failed on topic counted" in m for m in failures)
     assert all("RuntimeError: handler failure on purpose" in m for m in failures)
@@ -128,7 +126,7 @@ async def test_undecodable_message_is_counted_and_not_fatal(
     assert received.payloads == [{"ok": True}]
     assert (stats.delivered, stats.dropped) == (1, 0)  # decode errors are not drops
     # logged once per burst: the first of the two is reported
-    (logged,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    (logged,) = bus_warnings(caplog)
     assert "skipped a message it cannot decode" in logged
 
 

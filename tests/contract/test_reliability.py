@@ -16,7 +16,7 @@ from modules.eventbus.engines.base import EngineHealth
 from tests.helpers import DEADLINE, Recorder, wait_for
 
 from .conftest import ENGINE, ContractEnv
-from .helpers import requires
+from .helpers import bus_warnings, requires
 
 Seen = list[tuple[str, str | None, str | None]]  # (handler, its event's tenant, current tenant)
 
@@ -143,7 +143,7 @@ async def test_a_malformed_message_is_counted_and_delivery_goes_on(
     stats = bus.per_engine_stats()[ENGINE]
     assert received.payloads == [{"ok": True}]
     assert (stats.delivered, stats.dropped, stats.reconnects) == (1, 0, 0)
-    (logged,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    (logged,) = bus_warnings(caplog)
     assert "skipped a message it cannot decode" in logged
 
 

@@ -8,16 +8,26 @@ Two ways of reading, chosen by ``groupId``:
   topic was at that moment; one that appears later (a topic created afterwards, found within
   ``metadataMaxAge`` or at once when this engine publishes to it) starts at its oldest event.
   Nothing is committed: a process that starts again starts from "now".
-- **A group** (``groupId``): a regex pattern subscription of the union of the subscriptions;
-  the group shares the partitions among its processes. Offsets are committed after handling
-  (the contiguous settled run per partition, ``WatermarkAcks``). A partition without a
-  committed offset starts where it was when the subscription was made (``autoOffsetReset:
-  latest``), not where it is when the join completes, so what is published after
-  ``subscribe()`` returned is delivered even while the group is still joining. The rebalance
-  listener (kafka-python's ``AsyncConsumerRebalanceListener``; it runs on the client's I/O
-  thread, where blocking calls such as ``commit()`` are refused) waits a little for what is in
-  flight on a revoked partition, commits what settled with ``await commit_async()``, and voids
-  the rest (``revoke``): it comes back to whoever gets the partition.
+- **A group** (``groupId``): the consumer subscribes to the list of topics the subscriptions
+  match (a pattern's topics are found like those of a reader without a group, every
+  ``metadataMaxAge`` and at once when this engine creates one); the group shares their
+  partitions among its processes. Offsets are committed after handling (the contiguous
+  settled run per partition, ``WatermarkAcks``). A partition without a committed offset
+  starts where it was when the subscription was made (``autoOffsetReset: latest``), not where
+  it is when the join completes, so what is published after ``subscribe()`` returned is
+  delivered even while the group is still joining. The rebalance listener (kafka-python's
+  ``AsyncConsumerRebalanceListener``; it runs on the client's I/O thread, where blocking calls
+  such as ``commit()`` are refused) waits a little for what is in flight on a revoked
+  partition, commits what settled with ``await commit_async()``, and voids the rest
+  (``revoke``): it comes back to whoever gets the partition.
+
+  A change of that topic list makes the consumer leave the group and join it again (after
+  committing and revoking what it holds, as the listener would), rather than re-subscribe in
+  place: kafka-python 3.0 loses the assignment of a re-join it starts itself (a changed
+  subscription, or new partitions seen by the group's leader) unless the join finishes
+  within a single poll, and a join takes about half the session timeout. A join kafka-python
+  lost anyway (partitions added to a topic) leaves the member rebalancing for good; after
+  ``3 x sessionTimeout`` of that, the reader joins afresh the same way.
 
 Everything that touches the consumer runs on its thread (``ThreadBridge``), between polls;
 a poll returns at most ``maxInFlight`` records and the next one waits until the local
@@ -53,6 +63,7 @@ POLL_MS = 100  # one poll's wait when nothing arrives: subscription changes wait
 PROBE_INTERVAL = 2.0  # seconds without records before the brokers are asked if they are there
 CLOSE_MS = 1000  # how long closing a consumer waits for the broker
 REVOKE_SETTLE_WAIT = 2.0  # seconds a revoked partition's in-flight events get to settle
+STALLED_JOINS = 3  # session timeouts a member may stay rebalancing before it joins afresh
 
 Source = tuple[str, int]  # (Kafka topic, partition): what the acknowledgement tracker counts
 
@@ -76,6 +87,9 @@ class Reader:
         self._starts: dict[TopicPartition, int] = {}  # group: where a new partition starts
         self._pending: dict[TopicPartition, int] = {}  # group: commits not sent yet
         self._pending_lock = threading.Lock()  # the I/O thread re-queues failed commits
+        self._wanted: tuple[str, ...] = ()  # group: the topics the subscriptions match
+        self._subscribed: tuple[str, ...] = ()  # group: the topics the consumer subscribed to
+        self._rebalancing_since: float | None = None  # group: when the join in flight began
         self._assigned: dict[TopicPartition, None] = {}  # no group: what we assigned
         self._positions: dict[TopicPartition, int] = {}  # no group: the next offset to read
         self._discovered_at = 0.0
@@ -143,6 +157,7 @@ class Reader:
         old_bridge, old_consumer = self.bridge, self._consumer
         self._consumer = None
         self._pattern = None
+        self._wanted = self._subscribed = ()
         self.bridge = ThreadBridge(old_bridge.name)
         self.bridge.start()
         if not old_bridge.running:
@@ -152,9 +167,8 @@ class Reader:
         self.engine.spawn(old_bridge.close(CLOSE_MS / 1000 + 0.5), "old-consumer")
 
     def published(self, name: str) -> None:
-        """This engine just created the topic ``name``: a pattern may want it (no group; a
-        group's pattern subscription finds it within ``metadataMaxAge``)."""
-        if self.group is None and self.bridge.running:
+        """This engine just created the topic ``name``: a pattern may want it."""
+        if self.bridge.running:
             self.bridge.submit(self._discover_topic, name).add_done_callback(_quiet)
 
     async def _receive(self) -> None:
@@ -164,7 +178,7 @@ class Reader:
         origin_of = self.topics.origin
         limit = self.settings.max_in_flight
         bridge = self.bridge
-        discover_every = self.settings.metadata_max_age if self.group is None else math.inf
+        discover_every = self.settings.metadata_max_age
         probed = discovered = time.monotonic()
         wait = self.settings.publish_timeout + 1.0  # a metadata round trip, at most
         while True:
@@ -262,8 +276,7 @@ class Reader:
         consumer = self._consumer
         assert consumer is not None
         topics = consumer.topics()  # a metadata round trip: raises when no broker answers
-        if self.group is None:
-            self._discover_from(topics)
+        self._discover_from(topics)
 
     def _close(self) -> None:
         consumer, self._consumer = self._consumer, None
@@ -280,20 +293,86 @@ class Reader:
         consumer = self._consumer
         if consumer is None:
             return  # not connected: the next session follows everything
-        self._matcher = re.compile(pattern) if pattern is not None else None
-        if pattern is None:
-            self._pattern = None
+        self._pattern = pattern
+        matcher = self._matcher = re.compile(pattern) if pattern is not None else None
+        if self.group is not None:
+            self._starts.update(starts)
+            topics: set[str] = set()
+            if matcher is not None:
+                topics = {t for t in self._wanted if matcher.fullmatch(t)} | set(exact)
+                topics.update(t for t in consumer.topics() if matcher.fullmatch(t))
+            self._wanted = tuple(sorted(topics))  # the next poll subscribes
+        elif matcher is None:
             self._assigned.clear()
             self._positions.clear()
             consumer.unsubscribe()
-            return
-        if self.group is None:
-            self._assign(consumer, exact, patterns)
         else:
-            self._starts.update(starts)
-            if pattern != self._pattern:
-                consumer.subscribe(pattern=pattern, listener=self.listener)
-        self._pattern = pattern
+            self._assign(consumer, exact, patterns)
+
+    def _keep_membership(self, consumer: KafkaConsumer) -> None:
+        """Group, before a poll (what the last one returned was handed out): make the
+        subscription ``_wanted``, never in place (see the module's docstring): a member of the
+        group leaves it first; a join in flight is let finish (a leave sent behind it waits for
+        it at the broker, and the next join was seen to follow a leader that had left); a join
+        that stalls is started again."""
+        wanted, subscribed = self._wanted, self._subscribed
+        state = consumer.group_metadata().state
+        now = time.monotonic()
+        if state != MemberState.REBALANCING:
+            self._rebalancing_since = None
+        elif self._rebalancing_since is None:
+            self._rebalancing_since = now
+        rebalancing = now - (self._rebalancing_since or now)
+        if rebalancing > STALLED_JOINS * self.settings.session_timeout:
+            logger.warning(
+                "kafka engine %s: the consumer has been rebalancing for %.0fs; joining the "
+                "group %s again",
+                self.engine.name,
+                rebalancing,
+                self.group,
+            )
+        elif wanted == subscribed or state == MemberState.REBALANCING:
+            return
+        if subscribed and state != MemberState.UNJOINED:
+            self._give_up_partitions(consumer)
+        logger.debug(
+            "kafka engine %s: subscribing to %d topics (was %d; member %s)",
+            self.engine.name,
+            len(wanted),
+            len(subscribed),
+            state,
+        )
+        consumer.unsubscribe()  # leaves the group (when in it) without a listener call
+        self._subscribed = wanted
+        self._rebalancing_since = None
+        if wanted:
+            consumer.subscribe(topics=list(wanted), listener=self.listener)
+
+    def _give_up_partitions(self, consumer: KafkaConsumer) -> None:
+        """Group, before leaving: what a revoke would do (commit what settled, void the
+        rest)."""
+        assigned = consumer.assignment()
+        if assigned:
+            sources = [(tp.topic, tp.partition) for tp in assigned]
+            commits = self.take_pending(assigned)
+            try:
+                ready = self.bridge.call_in_loop(
+                    self.revoke, sources, timeout=REVOKE_SETTLE_WAIT + 1.0
+                )
+            except Exception as exc:  # the loop is gone or busy: what was handled comes back
+                logger.debug("kafka engine %s: revoke failed: %r", self.engine.name, exc)
+                ready = {}
+            for (topic, partition), offset in ready.items():
+                tp = TopicPartition(topic, partition)
+                commits[tp] = max(commits.get(tp, -1), offset + 1)
+            if commits and consumer.group_metadata().state == MemberState.STABLE:
+                offsets = {tp: OffsetAndMetadata(o, "", -1) for tp, o in commits.items()}
+                try:
+                    consumer.commit(offsets, timeout_ms=int(self.settings.publish_timeout * 1000))
+                except Exception as exc:  # they come back to the group: duplicates, no loss
+                    logger.debug(
+                        "kafka engine %s: commit at leave failed: %r", self.engine.name, exc
+                    )
 
     def _matching(
         self, consumer: KafkaConsumer, exact: list[str], patterns: list[re.Pattern[str]]
@@ -333,11 +412,16 @@ class Reader:
         self._discover_from({name})
 
     def _discover_from(self, topics: set[str]) -> None:
-        """No group: read the topics that appeared since the subscriptions were made, from
-        their oldest event (all of it was published after the subscription)."""
+        """Read the topics that appeared since the subscriptions were made, from their oldest
+        event (all of it was published after the subscription)."""
         consumer = self._consumer
         matcher = self._matcher
         if consumer is None or matcher is None:
+            return
+        if self.group is not None:
+            wanted = {t for t in topics if matcher.fullmatch(t)}
+            if not wanted <= set(self._wanted):
+                self._wanted = tuple(sorted(wanted | set(self._wanted)))
             return
         known = {tp.topic for tp in self._assigned}
         found = [t for t in topics if t not in known and matcher.fullmatch(t)]
@@ -370,6 +454,8 @@ class Reader:
         consumer = self._consumer
         if consumer is None:
             raise KafkaError("the consumer is closed")
+        if self.group is not None:
+            self._keep_membership(consumer)
         if self._pattern is None:
             time.sleep(POLL_MS / 1000)
             return []
