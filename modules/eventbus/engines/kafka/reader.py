@@ -21,13 +21,12 @@ Two ways of reading, chosen by ``groupId``:
   partition, commits what settled with ``await commit_async()``, and voids the rest
   (``revoke``): it comes back to whoever gets the partition.
 
-  A change of that topic list makes the consumer leave the group and join it again (after
-  committing and revoking what it holds, as the listener would), rather than re-subscribe in
-  place: kafka-python 3.0 loses the assignment of a re-join it starts itself (a changed
-  subscription, or new partitions seen by the group's leader) unless the join finishes
-  within a single poll, and a join takes about half the session timeout. A join kafka-python
-  lost anyway (partitions added to a topic) leaves the member rebalancing for good; after
-  ``3 x sessionTimeout`` of that, the reader joins afresh the same way.
+  A change of that topic list is made between polls and never while a join is in flight,
+  and every re-join is asked for with the coordinator's ``request_rejoin()`` (see
+  ``_request_rejoin``): kafka-python 3.0 loses the assignment of a re-join it starts itself
+  unless the join ends within a single poll, and a join takes about half the session
+  timeout. A member left rebalancing for ``3 x sessionTimeout`` (a join the client lost
+  anyway) is asked to join again.
 
 Everything that touches the consumer runs on its thread (``ThreadBridge``), between polls;
 a poll returns at most ``maxInFlight`` records and the next one waits until the local
@@ -46,6 +45,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+import kafka
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import MemberState
@@ -158,6 +158,7 @@ class Reader:
         self._consumer = None
         self._pattern = None
         self._wanted = self._subscribed = ()
+        self._rebalancing_since = None
         self.bridge = ThreadBridge(old_bridge.name)
         self.bridge.start()
         if not old_bridge.running:
@@ -311,68 +312,40 @@ class Reader:
 
     def _keep_membership(self, consumer: KafkaConsumer) -> None:
         """Group, before a poll (what the last one returned was handed out): make the
-        subscription ``_wanted``, never in place (see the module's docstring): a member of the
-        group leaves it first; a join in flight is let finish (a leave sent behind it waits for
-        it at the broker, and the next join was seen to follow a leader that had left); a join
-        that stalls is started again."""
-        wanted, subscribed = self._wanted, self._subscribed
+        subscription ``_wanted``, and see that every join is carried to its end (see the
+        module's docstring). A change waits while a join is in flight: the join would end with
+        the old list, and kafka-python would start the next one on its own."""
         state = consumer.group_metadata().state
         now = time.monotonic()
         if state != MemberState.REBALANCING:
             self._rebalancing_since = None
         elif self._rebalancing_since is None:
             self._rebalancing_since = now
-        rebalancing = now - (self._rebalancing_since or now)
-        if rebalancing > STALLED_JOINS * self.settings.session_timeout:
+        elif now - self._rebalancing_since > STALLED_JOINS * self.settings.session_timeout:
             logger.warning(
                 "kafka engine %s: the consumer has been rebalancing for %.0fs; joining the "
                 "group %s again",
                 self.engine.name,
-                rebalancing,
+                now - self._rebalancing_since,
                 self.group,
             )
-        elif wanted == subscribed or state == MemberState.REBALANCING:
+            self._rebalancing_since = now
+            _request_rejoin(consumer)
+        wanted = self._wanted
+        if wanted == self._subscribed or state == MemberState.REBALANCING:
             return
-        if subscribed and state != MemberState.UNJOINED:
-            self._give_up_partitions(consumer)
         logger.debug(
-            "kafka engine %s: subscribing to %d topics (was %d; member %s)",
+            "kafka engine %s: subscribing to %d topics (was %d)",
             self.engine.name,
             len(wanted),
-            len(subscribed),
-            state,
+            len(self._subscribed),
         )
-        consumer.unsubscribe()  # leaves the group (when in it) without a listener call
         self._subscribed = wanted
-        self._rebalancing_since = None
         if wanted:
             consumer.subscribe(topics=list(wanted), listener=self.listener)
-
-    def _give_up_partitions(self, consumer: KafkaConsumer) -> None:
-        """Group, before leaving: what a revoke would do (commit what settled, void the
-        rest)."""
-        assigned = consumer.assignment()
-        if assigned:
-            sources = [(tp.topic, tp.partition) for tp in assigned]
-            commits = self.take_pending(assigned)
-            try:
-                ready = self.bridge.call_in_loop(
-                    self.revoke, sources, timeout=REVOKE_SETTLE_WAIT + 1.0
-                )
-            except Exception as exc:  # the loop is gone or busy: what was handled comes back
-                logger.debug("kafka engine %s: revoke failed: %r", self.engine.name, exc)
-                ready = {}
-            for (topic, partition), offset in ready.items():
-                tp = TopicPartition(topic, partition)
-                commits[tp] = max(commits.get(tp, -1), offset + 1)
-            if commits and consumer.group_metadata().state == MemberState.STABLE:
-                offsets = {tp: OffsetAndMetadata(o, "", -1) for tp, o in commits.items()}
-                try:
-                    consumer.commit(offsets, timeout_ms=int(self.settings.publish_timeout * 1000))
-                except Exception as exc:  # they come back to the group: duplicates, no loss
-                    logger.debug(
-                        "kafka engine %s: commit at leave failed: %r", self.engine.name, exc
-                    )
+            _request_rejoin(consumer)
+        else:
+            consumer.unsubscribe()
 
     def _matching(
         self, consumer: KafkaConsumer, exact: list[str], patterns: list[re.Pattern[str]]
@@ -566,6 +539,27 @@ class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
             start = reader._starts.pop(tp, None)
             if start is not None:
                 consumer.seek(tp, start)
+
+
+def _request_rejoin(consumer: KafkaConsumer) -> None:
+    """Make the consumer's next poll join its group again and carry that join to its end.
+
+    kafka-python 3.0.12 has no public call for this. A join it starts on its own (a changed
+    subscription, new partitions seen by the group's leader) is awaited only while its
+    reason to re-join holds, and that ends once the JoinGroup request is built: unless the
+    whole join ends within one ``poll``, its assignment is never applied and the member
+    stops heart-beating. A join asked for with the coordinator's ``request_rejoin()`` is
+    awaited, poll after poll, until it ended. (Leaving the group and joining as a new member
+    would do the same through public calls, but Tansu was seen to keep a departed member as
+    the leader of the next generation, leaving the others waiting for it.)"""
+    coordinator = getattr(consumer, "_coordinator", None)
+    request_rejoin = getattr(coordinator, "request_rejoin", None)
+    if request_rejoin is None:
+        raise RuntimeError(
+            f"this kafka-python ({kafka.__version__}) has no coordinator.request_rejoin(); "
+            "the kafka engine is made for the version its package pins"
+        )
+    request_rejoin()
 
 
 def _partitions(consumer: KafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
