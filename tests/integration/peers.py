@@ -1,5 +1,5 @@
-"""Peer processes of the cross-process tests: a ``peer.py`` of one engine's tests, driven
-by lines on its stdin, its stdout lines collected as they come."""
+"""Peer processes of the cross-process tests: ``tests/integration/peer.py``, a bus of its own
+driven by lines on its stdin, its stdout lines collected as they come."""
 
 from __future__ import annotations
 
@@ -97,16 +97,14 @@ class Peer:
 P = TypeVar("P", bound=Peer)
 
 
-async def spawn(
-    kind: type[P], module: str, config: dict[str, Any], *arguments: str, deadline: float
-) -> P:
-    """``python -m <module> <config as JSON> <arguments...>`` from the repository root, as a
-    ``kind`` of Peer."""
+async def spawn(kind: type[P], settings: dict[str, Any], *arguments: str, deadline: float) -> P:
+    """``python -m tests.integration.peer <settings as JSON> <arguments...>`` (a bus with the
+    application settings ``settings``) from the repository root, as a ``kind`` of Peer."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        module,
-        json.dumps(config),
+        "tests.integration.peer",
+        json.dumps(settings),
         *arguments,
         cwd=ROOT,
         stdin=asyncio.subprocess.PIPE,

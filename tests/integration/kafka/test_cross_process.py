@@ -9,7 +9,7 @@ from typing import Any
 from tests.helpers import wait_for
 from tests.integration import peers
 
-from .helpers import BROKERS, FAST_GROUP, running_bus
+from .helpers import BROKERS, FAST_GROUP, bus_settings, running_bus
 
 DEADLINE = 40.0  # seconds for a step: Python start-up, the bus, and a group join or two
 REJOIN_DEADLINE = 90.0  # a group that must first expire a killed member
@@ -26,9 +26,7 @@ class Peer(peers.Peer):
 
 @asynccontextmanager
 async def peer(config: dict[str, Any], *arguments: str) -> AsyncIterator[Peer]:
-    running = await peers.spawn(
-        Peer, "tests.integration.kafka.peer", config, *arguments, deadline=DEADLINE
-    )
+    running = await peers.spawn(Peer, bus_settings(config), *arguments, deadline=DEADLINE)
     try:
         yield running
     finally:

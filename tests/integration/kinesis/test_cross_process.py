@@ -17,14 +17,17 @@ from tests.helpers import wait_until
 from tests.integration import peers
 
 from .conftest import REDIS_URL
-from .helpers import all_records, engine_config, running_bus
+from .helpers import all_records, bus_settings, engine_config, running_bus
 
 STEP = 30.0  # seconds for a step: starting Python and a bus takes a while on a busy box
 
 
 class Peer(peers.Peer):
     def received(self) -> list[int]:
-        return [json.loads(line[4:])["n"] for line in self.lines if line.startswith("GOT ")]
+        """The ``n`` of every event received so far (GOT <id> <payload>)."""
+        return [
+            json.loads(line.split(" ", 2)[2])["n"] for line in self.lines if line.startswith("GOT ")
+        ]
 
 
 @asynccontextmanager
@@ -39,7 +42,7 @@ async def running_peers() -> AsyncIterator[list[Peer]]:
 
 
 async def start(started: list[Peer], config: dict[str, Any], *args: str) -> Peer:
-    peer = await peers.spawn(Peer, "tests.integration.kinesis.peer", config, *args, deadline=STEP)
+    peer = await peers.spawn(Peer, bus_settings(config), *args, deadline=STEP)
     started.append(peer)
     await peer.expect("READY")
     return peer

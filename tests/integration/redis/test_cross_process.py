@@ -12,7 +12,7 @@ import pytest
 from tests.helpers import wait_for
 from tests.integration import peers
 
-from .helpers import REDIS_URL
+from .helpers import REDIS_URL, bus_settings
 
 DEADLINE = 30.0  # seconds for a step: starting Python and the bus takes a while on a busy box
 
@@ -28,9 +28,7 @@ class Peer(peers.Peer):
 
 @asynccontextmanager
 async def peer(config: dict[str, Any], *arguments: str) -> AsyncIterator[Peer]:
-    running = await peers.spawn(
-        Peer, "tests.integration.redis.peer", config, *arguments, deadline=DEADLINE
-    )
+    running = await peers.spawn(Peer, bus_settings(config), *arguments, deadline=DEADLINE)
     try:
         yield running
     finally:

@@ -1,25 +1,27 @@
-"""A bus in a process of its own, driven through stdin/stdout by the cross-process tests.
+"""A bus in a process of its own, driven through stdin/stdout by the cross-process tests of
+every broker engine (``peers.spawn`` starts it).
 
-    python -m tests.integration.kafka.peer '<engine config as JSON>' sub <topic> [<ms>]
-    python -m tests.integration.kafka.peer '<engine config as JSON>' pub <topic> <count>
+    python -m tests.integration.peer '<application settings as JSON>' sub <topic> [<ms>]
+    python -m tests.integration.peer '<application settings as JSON>' pub <topic> <count>
 
 Both print ``READY`` once the bus is started (and, for ``sub``, subscribed). A subscriber
-prints ``GOT <event id> <payload as JSON>`` per event (after ``ms`` milliseconds of work, if
-given; the line comes before the event is committed) and stops at ``STOP`` on stdin; a
-publisher waits for ``GO``, publishes ``count`` events, prints ``SENT <event id>`` for
-each, then ``DONE``.
+prints ``GOT <event id> <payload as JSON>`` as each event reaches its handler (then works
+``ms`` milliseconds, if given: the line comes before the event is acknowledged) and stops at
+the line ``STOP`` on stdin (or at its end). A publisher waits for ``GO``, publishes ``count``
+events ``{"n": i}`` one after the other (partition key ``str(i)``), prints ``SENT <event
+id>`` for each, then ``DONE``. ``PEER_LOG_LEVEL`` sets what the bus logs to stderr.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
 import sys
 
 from modular import Application
 from modules.eventbus import Event, EventBusModule
-
-from .helpers import bus_settings
 
 
 def say(line: str) -> None:
@@ -32,8 +34,9 @@ async def read_line() -> str:
     return line.strip()
 
 
-async def main(config: str, role: str, topic: str, number: int = 0) -> None:
-    app = Application(bus_settings(json.loads(config)), envvar_prefix=None)
+async def main(settings: str, role: str, topic: str, number: int = 0) -> None:
+    """``number``: the handler's milliseconds of work (``sub``), the events to send (``pub``)."""
+    app = Application(json.loads(settings), envvar_prefix=None)
     app.register_module(EventBusModule())
     async with app:
         bus = app.get_service("eventbus.provider", EventBusModule)
@@ -58,5 +61,6 @@ async def main(config: str, role: str, topic: str, number: int = 0) -> None:
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=os.environ.get("PEER_LOG_LEVEL", "WARNING"), stream=sys.stderr)
     arguments = sys.argv[1:]
     asyncio.run(main(arguments[0], arguments[1], arguments[2], *map(int, arguments[3:])))
