@@ -1,4 +1,5 @@
-"""Faults: a redis-server of the test's own is killed and restarted under a running bus."""
+"""Faults: a redis-server of the test's own is killed and restarted under a running bus, or
+comes up after it. (Away at start or frozen at stop, and the url: test_reliability_outages.)"""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from modular import Application, LifecycleError, validate_section
+from modular import validate_section
 from modules.eventbus import EngineUnavailableError, Event, EventBusModule, Subscription
 from modules.eventbus.codec import encode
 from modules.eventbus.engines.redis import RedisEngine, RedisEngineConfig
@@ -17,10 +18,8 @@ from tests.helpers import Recorder, wait_for, wait_until
 
 from .helpers import (
     RedisServer,
-    bus_settings,
     counted,
     engine_of,
-    free_port,
     running_bus,
     throwaway_server,
 )
@@ -138,38 +137,6 @@ async def test_streams_lose_nothing_acknowledged_and_handle_nothing_twice(
         assert any(f"lost its connection to {server.url}" in m for m in warnings_of(caplog))
 
 
-async def test_down_at_start_the_engine_is_down_and_says_why(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    url = f"redis://127.0.0.1:{free_port()}/0"  # nobody listens there
-    app = Application(bus_settings(fast(url, connectTimeout="300ms")), envvar_prefix=None)
-    app.register_module(EventBusModule())
-    with caplog.at_level(logging.WARNING, logger="modules.eventbus"):
-        async with app:
-            bus = app.get_service("eventbus.provider", EventBusModule)
-            health = bus.health()["r"]
-            assert health.state == "down"
-            assert health.error is not None and "ConnectionError" in health.error
-            await assert_unavailable_within_publish_timeout(bus, "any.topic")
-            with pytest.raises(EngineUnavailableError, match=r"redis engine 'r' .*subscribe"):
-                await bus.subscribe("any.topic", Recorder())
-    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert len(warnings) == 1, [r.getMessage() for r in warnings]
-    assert "cannot reach redis://127.0.0.1:" in warnings[0].getMessage()
-    assert bus.health()["r"].state == "stopped"
-
-
-async def test_require_at_start_fails_app_start() -> None:
-    url = f"redis://127.0.0.1:{free_port()}/0"
-    settings = bus_settings(fast(url, connectTimeout="200ms", requireAtStart=True))
-    app = Application(settings, envvar_prefix=None)
-    app.register_module(EventBusModule())
-    await app.init()
-    with pytest.raises(LifecycleError, match=r"redis engine 'r' .*requireAtStart") as caught:
-        await app.start()
-    assert isinstance(caught.value.__cause__, EngineUnavailableError)
-
-
 @pytest.mark.parametrize("mode", ["pubsub", "streams"])
 async def test_an_engine_down_at_start_works_once_redis_is_up(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, mode: str
@@ -230,62 +197,3 @@ async def test_a_subscribe_during_an_outage_returns_once_redis_confirmed_it(
 
 def encode_event(topic: str) -> bytes:
     return encode(Event("outside-1", topic, {"late": True}, {}, 0.0, "test"))
-
-
-@pytest.mark.parametrize(("mode", "keys"), [("pubsub", 1), ("streams", 1), ("streams", 5)])
-async def test_stop_is_bounded_when_redis_is_frozen(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, mode: str, keys: int
-) -> None:
-    """SIGSTOP: connections stay open, nothing answers. stop() returns within
-    shutdownTimeout (plus the bus's grace), and publishes still waiting have failed."""
-    caplog.set_level(logging.ERROR, logger="modules.eventbus")
-    shutdown = 1.0
-    async with throwaway_server(tmp_path, persistent=False) as server:
-        app = Application(
-            bus_settings(fast(server.url, mode=mode), shutdownTimeout=shutdown),
-            envvar_prefix=None,
-        )
-        app.register_module(EventBusModule())
-        await app.start()
-        bus = app.get_service("eventbus.provider", EventBusModule)
-        got = Recorder()
-        for i in range(keys):
-            await bus.subscribe(f"frozen.k{i}", got)
-            await bus.publish(f"frozen.k{i}", i)
-        await got.wait_count(keys)
-        server.freeze()
-        in_flight = [asyncio.ensure_future(bus.publish("frozen.k0", n)) for n in range(3)]
-        await asyncio.sleep(0)  # the publishes are on their way
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        await app.stop()
-        elapsed = loop.time() - started
-        assert elapsed < shutdown + 0.6, f"stop() took {elapsed:.2f}s"
-        results = await asyncio.gather(*in_flight, return_exceptions=True)
-        assert all(isinstance(r, EngineUnavailableError) for r in results), results
-        assert bus.health()["r"].state == "stopped"
-    # The bus did not have to abandon the engine.
-    assert not [r for r in caplog.records if "did not stop" in r.getMessage()]
-
-
-async def test_a_secret_in_the_url_never_shows_while_redis_is_down(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    url = f"redis://127.0.0.1:{free_port()}/0?password=query-secret"
-    app = Application(bus_settings(fast(url, connectTimeout="200ms")), envvar_prefix=None)
-    app.register_module(EventBusModule())
-    observed: list[str] = []
-    app.register_observer(lambda event: observed.append(repr(event)))
-    texts: list[str] = []
-    with caplog.at_level(logging.DEBUG, logger="modules.eventbus"):
-        async with app:
-            bus = app.get_service("eventbus.provider", EventBusModule)
-            health = bus.health()["r"]
-            texts += [repr(health), repr(bus.engine("r")), repr(bus.engine("r").config)]
-            with pytest.raises(EngineUnavailableError) as caught:
-                await bus.publish("any.topic", None)
-            texts.append(str(caught.value))
-    texts += [r.getMessage() for r in caplog.records] + observed
-    assert "password=***" in str(caught.value)
-    leaked = [t for t in texts if "query-secret" in t]
-    assert not leaked, leaked
