@@ -70,7 +70,7 @@ class KafkaTopics:
 
     def union(self, subs: Iterable[Subscription]) -> str | None:
         """One regular expression for every subscription of ``subs`` (None: no subscription),
-        anchored at both ends, as a consumer's pattern subscription takes it."""
+        anchored at both ends: which Kafka topics the engine reads."""
         parts = sorted({self.regex(sub) for sub in subs})
         if not parts:
             return None

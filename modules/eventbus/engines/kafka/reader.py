@@ -63,7 +63,7 @@ POLL_MS = 100  # one poll's wait when nothing arrives: subscription changes wait
 PROBE_INTERVAL = 2.0  # seconds without records before the brokers are asked if they are there
 CLOSE_MS = 1000  # how long closing a consumer waits for the broker
 REVOKE_SETTLE_WAIT = 2.0  # seconds a revoked partition's in-flight events get to settle
-STALLED_JOINS = 3  # session timeouts a member may stay rebalancing before it joins afresh
+STALLED_JOINS = 3  # session timeouts a member may stay rebalancing before it re-joins
 
 Source = tuple[str, int]  # (Kafka topic, partition): what the acknowledgement tracker counts
 
@@ -92,7 +92,6 @@ class Reader:
         self._rebalancing_since: float | None = None  # group: when the join in flight began
         self._assigned: dict[TopicPartition, None] = {}  # no group: what we assigned
         self._positions: dict[TopicPartition, int] = {}  # no group: the next offset to read
-        self._discovered_at = 0.0
 
     # --- on the loop ------------------------------------------------------------------
 
