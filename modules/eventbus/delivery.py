@@ -312,11 +312,22 @@ def _start(sub: Subscription, event: Event) -> Any:
     return sub.handler(event)
 
 
-def _begin(sub: Subscription, event: Event, mailbox: Mailbox) -> Any:
-    """Inside the handler's context: mark ``mailbox`` as the one being served, then start
-    the handler (one ``Context.run`` for both, on the consumers' hot path)."""
+def _begin(
+    sub: Subscription, event: Event, mailbox: Mailbox, ctx: contextvars.Context
+) -> Awaitable[None] | None:
+    """Inside ``ctx``, the handler's context: mark ``mailbox`` as the one being served, start
+    the handler and take the first step of an ``async def`` one; returns what remains to
+    await, as :func:`finish` does (one ``Context.run`` for all of it: the consumers' hot
+    path)."""
     _serving.set(mailbox)
-    return _start(sub, event)
+    result = _start(sub, event)
+    if type(result) is types.CoroutineType:
+        try:
+            yielded = result.send(None)
+        except StopIteration:
+            return None
+        return _resume_in_context(result, ctx, yielded)
+    return finish(result, ctx)
 
 
 def finish(result: Any, ctx: contextvars.Context) -> Awaitable[None] | None:
@@ -679,10 +690,11 @@ class Dispatcher:
             error: BaseException | None = None
             try:
                 if result is None:
-                    result = ctx.run(_begin, sub, event, mailbox)
+                    remaining = ctx.run(_begin, sub, event, mailbox, ctx)
                 else:  # a plain function's awaitable, already started
                     ctx.run(_serving.set, mailbox)
-                if result is not None and (remaining := finish(result, ctx)) is not None:
+                    remaining = finish(result, ctx)
+                if remaining is not None:
                     await remaining
             except asyncio.CancelledError as exc:
                 if not _being_cancelled():  # the handler's own, e.g. from a task it awaited
@@ -700,8 +712,15 @@ class Dispatcher:
                 error = exc
             if generation != self._generation:
                 return  # abandoned by close(), which counted this event as dropped
-            self._settled(sub, event, settle, error)
-            self._pending -= 1  # as _done(), inlined: this loop is the consumers' hot path
+            if error is None:  # as _settled(), inlined: this loop is the consumers' hot path
+                stats.delivered += 1
+                if self.hooks is not None:
+                    self.hooks.received(sub, event)
+                if settle is not None:
+                    settle.settle(Outcome.HANDLED)
+            else:
+                self._settled(sub, event, settle, error)
+            self._pending -= 1  # as _done(), inlined
             if self._pending == 0 and self._idle is not None:
                 self._idle.set()
 
