@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -69,6 +71,20 @@ class Peer:
         """The second word of every line starting with ``prefix`` (an event id, say)."""
         return [line.split()[1] for line in self.lines if line.startswith(prefix)]
 
+    def received(self) -> list[str]:
+        """Event ids of the GOT lines so far."""
+        return self.words("GOT ")
+
+    def numbers(self) -> list[int]:
+        """The ``n`` of every event received so far (``GOT <id> <payload>``)."""
+        return [
+            json.loads(line.split(" ", 2)[2])["n"] for line in self.lines if line.startswith("GOT ")
+        ]
+
+    def sent(self) -> list[str]:
+        """Event ids of the SENT lines so far."""
+        return self.words("SENT ")
+
     def kill(self) -> None:
         self.process.kill()
 
@@ -94,12 +110,9 @@ class Peer:
         await asyncio.gather(self._reader, return_exceptions=True)
 
 
-P = TypeVar("P", bound=Peer)
-
-
-async def spawn(kind: type[P], settings: dict[str, Any], *arguments: str, deadline: float) -> P:
+async def spawn(settings: dict[str, Any], *arguments: str, deadline: float) -> Peer:
     """``python -m tests.integration.peer <settings as JSON> <arguments...>`` (a bus with the
-    application settings ``settings``) from the repository root, as a ``kind`` of Peer."""
+    application settings ``settings``) from the repository root."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -111,4 +124,16 @@ async def spawn(kind: type[P], settings: dict[str, Any], *arguments: str, deadli
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    return kind(process, deadline)
+    return Peer(process, deadline)
+
+
+@asynccontextmanager
+async def running(
+    settings: dict[str, Any], *arguments: str, deadline: float
+) -> AsyncIterator[Peer]:
+    """A peer (see ``spawn``) that is ended on exit."""
+    peer = await spawn(settings, *arguments, deadline=deadline)
+    try:
+        yield peer
+    finally:
+        await peer.end()

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from tests.helpers import wait_for
@@ -15,22 +14,9 @@ DEADLINE = 40.0  # seconds for a step: Python start-up, the bus, and a group joi
 REJOIN_DEADLINE = 90.0  # a group that must first expire a killed member
 
 
-class Peer(peers.Peer):
-    def received(self) -> list[str]:
-        """Event ids of the GOT lines so far."""
-        return self.words("GOT ")
-
-    def sent(self) -> list[str]:
-        return self.words("SENT ")
-
-
-@asynccontextmanager
-async def peer(config: dict[str, Any], *arguments: str) -> AsyncIterator[Peer]:
-    running = await peers.spawn(Peer, bus_settings(config), *arguments, deadline=DEADLINE)
-    try:
-        yield running
-    finally:
-        await running.end()
+def peer(config: dict[str, Any], *arguments: str) -> AbstractAsyncContextManager[peers.Peer]:
+    """A peer process with a bus of ``config``'s engine, ended on exit."""
+    return peers.running(bus_settings(config), *arguments, deadline=DEADLINE)
 
 
 async def test_without_a_group_every_process_gets_every_event(prefix: str) -> None:

@@ -22,18 +22,10 @@ from .helpers import all_records, bus_settings, engine_config, running_bus
 STEP = 30.0  # seconds for a step: starting Python and a bus takes a while on a busy box
 
 
-class Peer(peers.Peer):
-    def received(self) -> list[int]:
-        """The ``n`` of every event received so far (GOT <id> <payload>)."""
-        return [
-            json.loads(line.split(" ", 2)[2])["n"] for line in self.lines if line.startswith("GOT ")
-        ]
-
-
 @asynccontextmanager
-async def running_peers() -> AsyncIterator[list[Peer]]:
+async def running_peers() -> AsyncIterator[list[peers.Peer]]:
     """Start peers with ``start(started, config, *args)``; all end on exit."""
-    started: list[Peer] = []
+    started: list[peers.Peer] = []
     try:
         yield started
     finally:
@@ -41,8 +33,8 @@ async def running_peers() -> AsyncIterator[list[Peer]]:
             await peer.end("STOP")
 
 
-async def start(started: list[Peer], config: dict[str, Any], *args: str) -> Peer:
-    peer = await peers.spawn(Peer, bus_settings(config), *args, deadline=STEP)
+async def start(started: list[peers.Peer], config: dict[str, Any], *args: str) -> peers.Peer:
+    peer = await peers.spawn(bus_settings(config), *args, deadline=STEP)
     started.append(peer)
     await peer.expect("READY")
     return peer
@@ -57,10 +49,10 @@ async def test_a_publisher_process_and_a_subscriber_process(stream: str) -> None
         await publisher.expect("DONE")
 
         async def all_there() -> bool:
-            return len(subscriber.received()) >= 50
+            return len(subscriber.numbers()) >= 50
 
         await wait_until(all_there, STEP, "50 events in the subscriber process")
-        assert sorted(subscriber.received()) == list(range(50))
+        assert sorted(subscriber.numbers()) == list(range(50))
 
 
 async def leases(prefix: str, stream: str) -> dict[str, str]:
@@ -118,17 +110,17 @@ async def test_processes_of_one_app_share_the_shards_and_take_over_a_dead_ones(
         )
 
         async def both_have_everything() -> bool:
-            return len(first.received()) + len(second.received()) >= 200
+            return len(first.numbers()) + len(second.numbers()) >= 200
 
         await wait_until(both_have_everything, STEP, "the 200 events, between the two")
-        assert sorted(first.received() + second.received()) == published  # each once
-        assert first.received() and second.received()
+        assert sorted(first.numbers() + second.numbers()) == published  # each once
+        assert first.numbers() and second.numbers()
 
         # the first process dies; its checkpoints are what it leaves behind
         first.process.send_signal(signal.SIGKILL)
         await first.process.wait()
         left = await checkpoints(checkpoint_prefix, stream)
-        handled_by_first = set(first.received())
+        handled_by_first = set(first.numbers())
         loop = asyncio.get_running_loop()
         killed_at = loop.time()
 
@@ -145,14 +137,14 @@ async def test_processes_of_one_app_share_the_shards_and_take_over_a_dead_ones(
         )
 
         async def second_has_the_rest() -> bool:
-            return set(later) <= set(second.received())
+            return set(later) <= set(second.numbers())
 
         await wait_until(second_has_the_rest, STEP, "events published after the kill")
         records = await asyncio.to_thread(all_records, stream)
         where = {json.loads(r["Data"])["data"]["n"]: r for r in records}
-        everything = set(first.received()) | set(second.received())
+        everything = set(first.numbers()) | set(second.numbers())
         assert everything == set(published + later)  # nothing lost
-        twice = [n for n in handled_by_first if n in second.received()]
+        twice = [n for n in handled_by_first if n in second.numbers()]
         for n in twice:  # duplicates only for records after the dead one's last checkpoint
             record = where[n]
             assert int(record["SequenceNumber"]) > left.get(record["ShardId"], -1), n

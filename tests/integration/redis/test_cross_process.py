@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
@@ -17,22 +16,9 @@ from .helpers import REDIS_URL, bus_settings
 DEADLINE = 30.0  # seconds for a step: starting Python and the bus takes a while on a busy box
 
 
-class Peer(peers.Peer):
-    def received(self) -> list[str]:
-        """Event ids of the GOT lines so far."""
-        return self.words("GOT ")
-
-    def sent(self) -> list[str]:
-        return self.words("SENT ")
-
-
-@asynccontextmanager
-async def peer(config: dict[str, Any], *arguments: str) -> AsyncIterator[Peer]:
-    running = await peers.spawn(Peer, bus_settings(config), *arguments, deadline=DEADLINE)
-    try:
-        yield running
-    finally:
-        await running.end()
+def peer(config: dict[str, Any], *arguments: str) -> AbstractAsyncContextManager[peers.Peer]:
+    """A peer process with a bus of ``config``'s engine, ended on exit."""
+    return peers.running(bus_settings(config), *arguments, deadline=DEADLINE)
 
 
 @pytest.mark.parametrize("mode", ["pubsub", "streams"])
