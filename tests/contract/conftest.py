@@ -239,7 +239,7 @@ async def _kinesis_put_raw(options: Mapping[str, Any], topic: str, data: bytes) 
     await asyncio.to_thread(put)
 
 
-# --- Kafka, reached directly with kafka-python (blocking: on a thread) --------------------
+# --- Kafka, reached directly with kafka-python (the Kafka tests' helpers, on a thread) -----
 
 
 def _kafka_admin() -> Any:
@@ -262,31 +262,15 @@ async def _kafka_check(options: Mapping[str, Any]) -> None:
 
 
 async def _kafka_cleanup(options: Mapping[str, Any]) -> None:
-    prefix = str(options["topicPrefix"])
+    from tests.integration.kafka.helpers import delete_topics
 
-    def cleanup() -> None:
-        admin = _kafka_admin()
-        try:
-            topics = [t for t in admin.list_topics() if t.startswith(prefix)]
-            if topics:
-                admin.delete_topics(topics)
-        finally:
-            admin.close()
-
-    await asyncio.to_thread(cleanup)
+    await asyncio.to_thread(delete_topics, str(options["topicPrefix"]), KAFKA_BROKERS)
 
 
 async def _kafka_produce_raw(options: Mapping[str, Any], topic: str, data: bytes) -> None:
-    def produce() -> None:
-        from kafka import KafkaProducer
+    from tests.integration.kafka.helpers import produce_raw
 
-        producer = KafkaProducer(bootstrap_servers=KAFKA_BROKERS, enable_idempotence=False)
-        try:
-            producer.send(f"{options['topicPrefix']}{topic}", value=data).get(timeout=10)
-        finally:
-            producer.close()
-
-    await asyncio.to_thread(produce)
+    await asyncio.to_thread(produce_raw, f"{options['topicPrefix']}{topic}", [data], KAFKA_BROKERS)
 
 
 BROKERS: dict[str, Broker] = {
