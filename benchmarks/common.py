@@ -1,4 +1,5 @@
-"""Shared pieces of the benchmarks: measurements, medians of repeats, and table printing."""
+"""Shared pieces of the benchmarks: a bus on one engine, measurements, medians of repeats, and
+table printing."""
 
 from __future__ import annotations
 
@@ -6,8 +7,13 @@ import asyncio
 import gc
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
+
+from modular import Application
+from modules.eventbus import EventBusModule
 
 # Polling the end of a run costs the consumers nothing measurable at this interval, and
 # bounds the error on the elapsed time to about half a millisecond.
@@ -103,3 +109,18 @@ def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for row in rows:
         print("| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
+
+
+@asynccontextmanager
+async def running_bus(engine_type: str, config: dict[str, Any]) -> AsyncIterator[EventBusModule]:
+    """A started bus with one engine of ``engine_type`` (named after it); stopped on exit."""
+    app = Application(
+        {"eventbus": {"engines": [{"name": engine_type, "type": engine_type, "config": config}]}},
+        envvar_prefix=None,
+    )
+    app.register_module(EventBusModule())
+    await app.start()
+    try:
+        yield app.get_service("eventbus.provider", EventBusModule)
+    finally:
+        await app.stop()

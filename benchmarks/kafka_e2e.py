@@ -24,7 +24,6 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
-from modular import Application
 from modules.eventbus import Event, EventBusModule
 
 from .codec import payload_of_size
@@ -35,6 +34,7 @@ from .common import (
     format_seconds,
     print_table,
     quiet_gc,
+    running_bus,
     wait_until,
 )
 
@@ -99,12 +99,6 @@ async def bus(prefix: str, events: int, windowed: bool, group: bool = False) -> 
         # Offsets committed after handling; short group timeouts so the join is quick (it is
         # done before the clock starts: what is measured is the steady state).
         config |= {"groupId": f"{prefix}group", "sessionTimeout": "6s", "heartbeatInterval": "1s"}
-    app = Application(
-        {"eventbus": {"engines": [{"name": "kafka", "type": "kafka", "config": config}]}},
-        envvar_prefix=None,
-    )
-    app.register_module(EventBusModule())
-    await app.start()
     latencies: list[float] = []
     last = [0.0]
 
@@ -113,8 +107,7 @@ async def bus(prefix: str, events: int, windowed: bool, group: bool = False) -> 
         latencies.append(now - event.payload["t"])
         last[0] = now
 
-    try:
-        bus = app.get_service("eventbus.provider", EventBusModule)
+    async with running_bus("kafka", config) as bus:
         await bus.subscribe(TOPIC, handler)
         template = payload_of_size(PAYLOAD_BYTES)
         if group:  # until the group formed and the first event came through
@@ -130,8 +123,6 @@ async def bus(prefix: str, events: int, windowed: bool, group: bool = False) -> 
             for _ in range(events):
                 await publish(TOPIC, _payload(template))
         await wait_until(lambda: len(latencies) >= events, DEADLINE)
-    finally:
-        await app.stop()
     return Measurement(len(latencies), last[0] - start, latencies, dropped=events - len(latencies))
 
 

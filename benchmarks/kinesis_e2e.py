@@ -26,13 +26,12 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from modular import Application
-from modules.eventbus import Event, EventBusModule
+from modules.eventbus import Event
 from modules.eventbus.codec import decode, encode
 from modules.eventbus.event import make_event
 
 from .codec import payload_of_size
-from .common import format_rate, print_table, quiet_gc
+from .common import format_rate, print_table, quiet_gc, running_bus
 
 ENDPOINT = "http://127.0.0.1:4567"
 REGION = "us-east-1"
@@ -160,14 +159,7 @@ async def bus(stream: str, events: int, progress: Progress) -> None:
         "pollInterval": POLL,
         "maxRecordsPerGet": 10_000,
     }
-    app = Application(
-        {"eventbus": {"engines": [{"name": "kinesis", "type": "kinesis", "config": config}]}},
-        envvar_prefix=None,
-    )
-    app.register_module(EventBusModule())
-    await app.start()
-    try:
-        bus = app.get_service("eventbus.provider", EventBusModule)
+    async with running_bus("kinesis", config) as bus:
 
         def handler(event: Event) -> None:
             progress.deliver()
@@ -180,8 +172,6 @@ async def bus(stream: str, events: int, progress: Progress) -> None:
             )
         progress.published_at = time.perf_counter()
         await asyncio.wait_for(progress.done.wait(), 120)
-    finally:
-        await app.stop()
 
 
 Runner = Callable[[str, int, Progress], Awaitable[None]]

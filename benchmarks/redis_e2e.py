@@ -31,11 +31,18 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 from faststream.redis import RedisBroker
 
-from modular import Application
-from modules.eventbus import Event, EventBusModule
+from modules.eventbus import Event
 
 from .codec import payload_of_size
-from .common import Measurement, Summary, format_rate, format_seconds, print_table, quiet_gc
+from .common import (
+    Measurement,
+    Summary,
+    format_rate,
+    format_seconds,
+    print_table,
+    quiet_gc,
+    running_bus,
+)
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 TOPIC = "bench.topic"
@@ -224,14 +231,7 @@ def bus_runner(mode: str, windowed: bool) -> Runner:
     async def run(prefix: str, subscribers: int, events: int, progress: Progress) -> None:
         template = payload_of_size(PAYLOAD_BYTES)
         config = {"url": REDIS_URL, "channelPrefix": prefix, "mode": mode}
-        app = Application(
-            {"eventbus": {"engines": [{"name": "redis", "type": "redis", "config": config}]}},
-            envvar_prefix=None,
-        )
-        app.register_module(EventBusModule())
-        await app.start()
-        try:
-            bus = app.get_service("eventbus.provider", EventBusModule)
+        async with running_bus("redis", config) as bus:
 
             def handler(event: Event) -> None:
                 progress.record(event.payload["t"])
@@ -251,8 +251,6 @@ def bus_runner(mode: str, windowed: bool) -> Runner:
                 for _ in range(events):
                     await publish(TOPIC, _payload(template))
             await progress.settle(events * subscribers)
-        finally:
-            await app.stop()
 
     return run
 
