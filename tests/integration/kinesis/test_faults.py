@@ -132,7 +132,8 @@ async def test_stop_is_bounded_with_the_server_frozen(
 
     server.freeze()  # accepts connections, answers nothing
     stuck = asyncio.create_task(bus.publish("frozen.topic", 2))
-    await asyncio.sleep(0)  # the publish is queued
+    engine = engine_of(bus)
+    await wait_for(lambda: engine.outbox.waiting == 1, 5.0, "the publish on its way")
     loop = asyncio.get_running_loop()
     started = loop.time()
     with caplog.at_level(logging.WARNING):

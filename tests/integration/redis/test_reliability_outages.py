@@ -15,6 +15,7 @@ import pytest
 from modular import Application, CloudEvent, ConfigError
 from modules.eventbus import EngineUnavailableError, EventBusModule
 from modules.eventbus.engines.base import EngineHealth
+from modules.eventbus.engines.redis import RedisEngine
 from tests.helpers import DEADLINE, Recorder, wait_for
 
 from .helpers import RedisServer, free_port
@@ -204,15 +205,12 @@ async def test_stop_is_bounded_when_redis_is_frozen(
         await got.wait_count(keys)
 
         server.freeze()
-        started: list[str] = []
-
-        async def publish_in_flight(topic: str) -> None:
-            started.append(topic)
-            await bus.publish(topic, {"in": "flight"})
-
-        in_flight = [loop.create_task(publish_in_flight(topic)) for topic in topics]
+        engine = bus.engine(NAME)
+        assert isinstance(engine, RedisEngine)
+        outbox = engine.outbox
+        in_flight = [loop.create_task(bus.publish(topic, {"in": "flight"})) for topic in topics]
         try:
-            await wait_for(lambda: len(started) == keys, 5.0, "the publishes under way")
+            await wait_for(lambda: outbox.waiting == keys, 5.0, "the publishes under way")
             begin = loop.time()
             async with asyncio.timeout(60):  # a bound for a broken stop, far above the tested one
                 await app.stop()

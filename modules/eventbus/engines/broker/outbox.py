@@ -101,6 +101,11 @@ class Outbox:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
+    @property
+    def waiting(self) -> int:
+        """Publishes queued or being sent, not acknowledged yet."""
+        return len(self._queue) + len(self._sending)
+
     def start(self) -> None:
         if not self.running:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="outbox")
