@@ -13,6 +13,7 @@ import contextlib
 import contextvars
 import functools
 import logging
+from collections import defaultdict
 from typing import Any
 
 import pytest
@@ -393,14 +394,20 @@ async def test_each_handler_of_an_event_has_a_context_of_its_own(make_bus: MakeB
     request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("rid", default=None)
     seen: list[tuple[str, str | None, str | None]] = []
 
+    # ``second`` looks while ``first`` is inside the same event, its context set.
+    inside: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
+    looked: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
+
     async def first(event: Event) -> None:
         request_id.set("set-by-first")
         with tenant_context("acme"):
-            await asyncio.sleep(0.01)
+            inside[event.id].set()
+            await looked[event.id].wait()
 
     async def second(event: Event) -> None:
-        await asyncio.sleep(0.005)
+        await inside[event.id].wait()
         seen.append(("second", current_tenant(), request_id.get()))
+        looked[event.id].set()
 
     def third(event: Event) -> None:
         seen.append(("third", current_tenant(), request_id.get()))
